@@ -1,0 +1,37 @@
+"""Typed errors. Each message is one line a person can act on; callers print str(error)."""
+
+
+class SwitchyardError(Exception):
+    """Base for every error a user or operator may see."""
+
+
+class InvalidInput(SwitchyardError):
+    pass
+
+
+class NotFound(SwitchyardError):
+    pass
+
+
+class NotAllowed(SwitchyardError):
+    pass
+
+
+class WrongState(SwitchyardError):
+    pass
+
+
+class NotAnUpgrade(SwitchyardError):
+    pass
+
+
+class Conflict(SwitchyardError):
+    """Someone else changed the task between our read and our write."""
+
+
+class BrokerUnavailable(SwitchyardError):
+    pass
+
+
+class DatabaseUnavailable(SwitchyardError):
+    pass

@@ -1,0 +1,86 @@
+"""Wiring: settings -> database, broker connection, registry, task service."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import delete, select
+
+from core.broker import BrokerThread
+from core.builtin_tasks import default_registry
+from core.embedded import resolve_nats_url
+from core.errors import BrokerUnavailable
+from core.permissions import ROLE_PERMISSIONS
+from core.registry import TaskRegistry
+from core.settings import Settings
+from core.tasks import TaskService
+from db.engine import Database
+from db.models import RolePermission
+
+log = logging.getLogger(__name__)
+
+
+def prepare_database(db: Database) -> None:
+    """Create missing tables and make role_permissions hold exactly DESIGN section 2."""
+    db.create_schema()
+    wanted = {(role.value, perm.value) for role, perms in ROLE_PERMISSIONS.items() for perm in perms}
+    with db.session(write=True) as session:
+        have = set(session.execute(select(RolePermission.role, RolePermission.permission)).tuples())
+        for role, permission in have - wanted:
+            session.execute(
+                delete(RolePermission).where(RolePermission.role == role, RolePermission.permission == permission)
+            )
+        session.add_all(RolePermission(role=r, permission=p) for r, p in sorted(wanted - have))
+
+
+class Runtime:
+    """What one process needs to act on tasks synchronously."""
+
+    def __init__(self, settings: Settings, db: Database, registry: TaskRegistry, broker: BrokerThread | None):
+        self.settings = settings
+        self.db = db
+        self.registry = registry
+        self.broker = broker
+        self.service = TaskService(settings, db, registry, broker)
+        self.broker_error: str | None = None
+
+    @classmethod
+    def open(
+        cls,
+        settings: Settings,
+        *,
+        registry: TaskRegistry | None = None,
+        require_broker: bool = False,
+        prepare: bool = True,
+    ) -> "Runtime":
+        """Connect to the database (and the broker if one is known).
+
+        With require_broker=False a missing or unreachable broker is tolerated: changes are
+        committed and the relay publishes them later; `broker_error` says why.
+        """
+        db = Database(settings.resolved_database_url)
+        if prepare:
+            prepare_database(db)
+        broker = None
+        broker_error = None
+        url = resolve_nats_url(settings)
+        if url is None:
+            broker_error = "no broker: set SWITCHYARD_NATS_URL or start `python run.py serve`"
+        else:
+            candidate = BrokerThread(settings, url)
+            try:
+                broker = candidate.connect()
+            except BrokerUnavailable as error:
+                candidate.close()
+                broker_error = str(error)
+        if broker is None and require_broker:
+            db.dispose()
+            raise BrokerUnavailable(broker_error)
+        runtime = cls(settings, db, registry or default_registry(), broker)
+        runtime.broker_error = broker_error
+        return runtime
+
+    def close(self) -> None:
+        if self.broker is not None:
+            self.broker.close()
+        self.db.dispose()

@@ -1,0 +1,138 @@
+"""Users, roles and the permission check every mutating operation goes through."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.audit import audit
+from core.errors import InvalidInput, NotAllowed
+from core.permissions import Permission, Role, parse_role
+from db.engine import Database
+from db.models import RolePermission, User, utcnow
+
+ACTION_PHRASES = {
+    "prioritize": "prioritize tasks",
+    "urgent": "make tasks urgent",
+    "critical": "make tasks critical",
+    "cancel": "cancel tasks",
+    "retry": "retry tasks",
+}
+
+USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+MIN_PASSWORD_LENGTH = 8
+
+_hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
+
+
+@dataclass(frozen=True)
+class Actor:
+    """The acting user as core sees it: checked against the database, never the browser."""
+
+    username: str
+    role: Role
+    permissions: frozenset[Permission]
+
+    def can(self, permission: Permission) -> bool:
+        return permission in self.permissions
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def validate_username(username: object) -> str:
+    if not isinstance(username, str) or not USERNAME_PATTERN.match(username):
+        raise InvalidInput(
+            "user names are 1-64 characters: letters, digits and . _ @ -, starting with a letter or digit"
+        )
+    return username
+
+
+def validate_password(password: object) -> str:
+    if not isinstance(password, str) or len(password) < MIN_PASSWORD_LENGTH:
+        raise InvalidInput(f"passwords must be at least {MIN_PASSWORD_LENGTH} characters")
+    if len(password) > 1024:
+        raise InvalidInput("passwords must be at most 1024 characters")
+    return password
+
+
+def load_actor(session: Session, username: object) -> Actor | None:
+    """The active user with this name and their role's permissions, or None."""
+    if not isinstance(username, str) or not username or len(username) > 64:
+        return None
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None or not user.active:
+        return None
+    permissions = session.scalars(
+        select(RolePermission.permission).where(RolePermission.role == user.role)
+    ).all()
+    return Actor(user.username, Role(user.role), frozenset(Permission(p) for p in permissions))
+
+
+def authorize(
+    db: Database,
+    username: object,
+    permission: Permission,
+    *,
+    action: str,
+    target: str | None,
+    address: str | None = None,
+) -> Actor:
+    """Return the actor if they hold `permission`; otherwise write a denied audit row and raise."""
+    with db.session(write=True) as session:
+        actor = load_actor(session, username)
+        if actor is not None and actor.can(permission):
+            return actor
+        if actor is None:
+            message = f"not allowed: user {str(username)[:64]!r} does not exist or is disabled"
+        else:
+            message = f"not allowed: {actor.role.value} {actor.username!r} may not {ACTION_PHRASES.get(action, action)}"
+        audit(
+            session,
+            actor=str(username)[:64] if username else None,
+            action=action,
+            target=target,
+            outcome="denied",
+            detail=message,
+            address=address,
+        )
+    raise NotAllowed(message)
+
+
+def create_user(
+    db: Database, username: str, password: str, role: str | Role, *, created_by: str = "system"
+) -> User:
+    """Create a user. The caller is trusted (command line, first start); the console's
+    user admin page goes through manage_users in a later layer."""
+    username = validate_username(username)
+    password = validate_password(password)
+    role = parse_role(role)
+    with db.session(write=True) as session:
+        if session.scalar(select(User.id).where(User.username == username)) is not None:
+            raise InvalidInput(f"user {username!r} already exists")
+        now = utcnow()
+        user = User(
+            username=username,
+            password_hash=hash_password(password),
+            role=role.value,
+            active=True,
+            session_version=1,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(user)
+        audit(session, actor=created_by, action="user.create", target=username, detail=f"role={role.value}")
+    return user

@@ -1,0 +1,377 @@
+"""Switchyard command line: the console, workers, and every operator action.
+
+    python run.py [serve] [--demo] [--host H] [--port P] [--workers N]
+    python run.py worker [--buckets high,normal,low] [--category C ...] [--phase P ...] [--concurrency N]
+    python run.py dispatch NAME [--category C] [--phase P] [--priority N] [--args JSON] [--correlation-id ID]
+    python run.py upgrade TASK_ID --action prioritize|urgent|critical --reason TEXT --as USERNAME
+    python run.py cancel TASK_ID --as USERNAME
+    python run.py retry TASK_ID --as USERNAME
+    python run.py status TASK_ID
+    python run.py depths
+    python run.py users create USERNAME --role ROLE     (password: SWITCHYARD_PASSWORD or a prompt)
+
+Errors print one line on stderr and exit non-zero:
+2 bad input, 3 not found, 4 not allowed, 5 wrong state / not an upgrade / conflict, 6 broker or
+database unavailable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Mapping, Sequence
+
+from core.errors import (
+    BrokerUnavailable,
+    Conflict,
+    DatabaseUnavailable,
+    InvalidInput,
+    NotAllowed,
+    NotAnUpgrade,
+    NotFound,
+    SwitchyardError,
+    WrongState,
+)
+
+EXIT_CODES = {
+    InvalidInput: 2,
+    NotFound: 3,
+    NotAllowed: 4,
+    WrongState: 5,
+    NotAnUpgrade: 5,
+    Conflict: 5,
+    BrokerUnavailable: 6,
+    DatabaseUnavailable: 6,
+}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line, like every other error here."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise InvalidInput(f"{message} (see: python {self.prog} --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="run.py", description="Switchyard: priority task queues on NATS JetStream")
+    commands = parser.add_subparsers(dest="command", parser_class=OneLineParser)
+
+    serve = commands.add_parser("serve", help="the web console (and embedded broker/database when not configured)")
+    serve.add_argument("--demo", action="store_true", help="also run workers and demo producers")
+    serve.add_argument("--host", help="address to listen on (default SWITCHYARD_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default SWITCHYARD_PORT or 8050)")
+    serve.add_argument("--workers", type=int, default=None, help="in-process workers (default 0, 2 with --demo)")
+
+    worker = commands.add_parser("worker", help="run a priority-aware worker until stopped")
+    worker.add_argument("--buckets", default="high,normal,low", help="comma-separated, taken in priority order")
+    worker.add_argument("--category", action="append", default=[], help="only this category (repeatable)")
+    worker.add_argument("--phase", action="append", default=[], help="only this phase (repeatable)")
+    worker.add_argument("--concurrency", type=int, default=1, help="tasks run at once (default 1)")
+    worker.add_argument("--no-maintenance", action="store_true", help="do not run relay, reaper and reconciler")
+
+    dispatch = commands.add_parser("dispatch", help="queue a task; prints its id")
+    dispatch.add_argument("name")
+    dispatch.add_argument("--category")
+    dispatch.add_argument("--phase")
+    dispatch.add_argument("--priority", default="5", help="0-10 (default 5)")
+    dispatch.add_argument("--args", default=None, help="JSON object of arguments")
+    dispatch.add_argument("--correlation-id", default=None)
+    dispatch.add_argument("--max-attempts", type=int, default=None)
+
+    upgrade = commands.add_parser("upgrade", help="raise a queued task's priority")
+    upgrade.add_argument("task_id")
+    upgrade.add_argument("--action", required=True, help="prioritize, urgent or critical")
+    upgrade.add_argument("--reason", required=True)
+    upgrade.add_argument("--as", dest="user", required=True, help="acting user name")
+
+    for name, text in (("cancel", "cancel a queued task"), ("retry", "re-run a failed task")):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("task_id")
+        sub.add_argument("--as", dest="user", required=True, help="acting user name")
+
+    status = commands.add_parser("status", help="print a task as JSON, with its priority history")
+    status.add_argument("task_id")
+
+    commands.add_parser("depths", help="print queue depths as JSON")
+
+    users = commands.add_parser("users", help="manage users")
+    user_commands = users.add_subparsers(dest="users_command", parser_class=OneLineParser)
+    create = user_commands.add_parser("create", help="create a user")
+    create.add_argument("username")
+    create.add_argument("--role", required=True, help="viewer, operator, manager or admin")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    environ = os.environ if environ is None else environ
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv.insert(0, "serve")
+    try:
+        args = build_parser().parse_args(argv)
+        from core.settings import load_settings
+
+        settings = load_settings(environ)
+        _configure_logging(args.command)
+        return COMMANDS[args.command](args, settings, environ) or 0
+    except SwitchyardError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return next((code for kind, code in EXIT_CODES.items() if isinstance(error, kind)), 1)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _configure_logging(command: str) -> None:
+    level = logging.INFO if command in ("serve", "worker") else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+
+
+def _runtime(settings, *, require_broker: bool = False):
+    from core.runtime import Runtime
+
+    return Runtime.open(settings, require_broker=require_broker)
+
+
+def cmd_dispatch(args, settings, environ) -> int:
+    from core.tasks import parse_args_json
+
+    runtime = _runtime(settings)
+    try:
+        task_id = runtime.service.dispatch_task(
+            args.name,
+            args=parse_args_json(args.args),
+            priority=args.priority,
+            category=args.category,
+            phase=args.phase,
+            correlation_id=args.correlation_id,
+            max_attempts=args.max_attempts,
+            created_by="cli",
+        )
+        print(task_id)
+        problem = runtime.broker_error or runtime.service.last_publish_error
+        if problem:
+            print(f"warning: {problem}; the task is stored and will be published when the broker is back",
+                  file=sys.stderr)
+    finally:
+        runtime.close()
+    return 0
+
+
+def cmd_upgrade(args, settings, environ) -> int:
+    runtime = _runtime(settings)
+    try:
+        result = runtime.service.upgrade_task(args.task_id, args.action, args.reason, args.user)
+        print(result.describe())
+    finally:
+        runtime.close()
+    return 0
+
+
+def cmd_cancel(args, settings, environ) -> int:
+    runtime = _runtime(settings)
+    try:
+        runtime.service.cancel_task(args.task_id, args.user)
+        print(f"task {args.task_id} cancelled")
+    finally:
+        runtime.close()
+    return 0
+
+
+def cmd_retry(args, settings, environ) -> int:
+    runtime = _runtime(settings)
+    try:
+        runtime.service.retry_task(args.task_id, args.user)
+        print(f"task {args.task_id} queued again")
+    finally:
+        runtime.close()
+    return 0
+
+
+def cmd_status(args, settings, environ) -> int:
+    from core.runtime import Runtime
+
+    runtime = Runtime.open(settings)
+    try:
+        print(json.dumps(runtime.service.describe_task(args.task_id), indent=2))
+    finally:
+        runtime.close()
+    return 0
+
+
+def cmd_depths(args, settings, environ) -> int:
+    from core.stats import broker_depths, database_stats
+
+    runtime = _runtime(settings, require_broker=True)
+    try:
+        depths = runtime.broker.run(broker_depths(runtime.broker.broker))
+        depths["database"] = database_stats(runtime.db)
+        print(json.dumps(depths, indent=2))
+    finally:
+        runtime.close()
+    return 0
+
+
+def cmd_users(args, settings, environ) -> int:
+    from core.runtime import prepare_database
+    from core.users import create_user
+    from db.engine import Database
+
+    if args.users_command != "create":
+        raise InvalidInput("use: python run.py users create USERNAME --role ROLE")
+    password = environ.get("SWITCHYARD_PASSWORD")
+    if not password:
+        if not sys.stdin.isatty():
+            raise InvalidInput("set SWITCHYARD_PASSWORD or run in a terminal to be asked for the password")
+        password = getpass.getpass(f"password for {args.username}: ")
+        if password != getpass.getpass("again: "):
+            raise InvalidInput("the two passwords differ")
+    db = Database(settings.resolved_database_url)
+    try:
+        prepare_database(db)
+        user = create_user(db, args.username, password, args.role, created_by="cli")
+        print(f"user {user.username} created with role {user.role}")
+    finally:
+        db.dispose()
+    return 0
+
+
+def _parse_scope(args, settings):
+    from core.priority import PHASES, parse_bucket
+    from core.worker import WorkerScope
+
+    buckets = tuple(dict.fromkeys(parse_bucket(b) for b in args.buckets.split(",") if b.strip()))
+    if not buckets:
+        raise InvalidInput("--buckets needs at least one of high, normal, low")
+    for category in args.category:
+        if category not in settings.categories:
+            raise InvalidInput(f"unknown category {category!r}: use one of {', '.join(settings.categories)}")
+    for phase in args.phase:
+        if phase not in PHASES:
+            raise InvalidInput(f"unknown phase {phase!r}: use one of {', '.join(PHASES)}")
+    if args.concurrency < 1 or args.concurrency > 256:
+        raise InvalidInput("--concurrency must be from 1 to 256")
+    return WorkerScope(buckets, tuple(args.category), tuple(args.phase))
+
+
+def cmd_worker(args, settings, environ) -> int:
+    from core.builtin_tasks import default_registry
+    from core.embedded import resolve_nats_url
+    from core.runtime import prepare_database
+    from core.worker import Worker
+    from db.engine import Database
+
+    scope = _parse_scope(args, settings)
+    url = resolve_nats_url(settings)
+    if url is None:
+        raise BrokerUnavailable("no broker: set SWITCHYARD_NATS_URL or start `python run.py serve` first")
+    db = Database(settings.resolved_database_url)
+    prepare_database(db)
+    worker = Worker(
+        settings, db, default_registry(), url,
+        scope=scope, concurrency=args.concurrency, maintenance=not args.no_maintenance,
+    )
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, worker.stop)
+        await worker.run()
+
+    try:
+        asyncio.run(run())
+    finally:
+        db.dispose()
+    return 0
+
+
+class WorkerThread:
+    """A worker on its own thread and event loop, inside the serve process."""
+
+    def __init__(self, worker):
+        self.worker = worker
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, name=f"worker-{worker.id}", daemon=True)
+
+    def _run(self) -> None:
+        self.loop.run_until_complete(self.worker.run())
+
+    def start(self) -> "WorkerThread":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.worker.stop)
+        self.thread.join(timeout=15)
+
+
+def cmd_serve(args, settings, environ) -> int:
+    from waitress import create_server
+
+    from core.builtin_tasks import default_registry
+    from core.embedded import start_embedded_broker, stop_embedded_broker
+    from core.runtime import Runtime
+    from core.worker import Worker, WorkerScope
+    from dashboard.app import create_app
+
+    host = args.host or settings.host
+    port = settings.port if args.port is None else args.port
+    worker_count = args.workers if args.workers is not None else (2 if args.demo else 0)
+    embedded = start_embedded_broker(settings)
+    workers: list[WorkerThread] = []
+    demo = None
+    runtime = None
+    try:
+        runtime = Runtime.open(settings, require_broker=True)
+        url = runtime.broker.broker.url
+        for index in range(worker_count):
+            # The first worker is a high-only pool: urgent work never waits behind a long task.
+            scope = WorkerScope(buckets=(WorkerScope().buckets[0],)) if index == 0 and worker_count > 1 else WorkerScope()
+            worker = Worker(settings, runtime.db, default_registry(), url, scope=scope, concurrency=4)
+            workers.append(WorkerThread(worker).start())
+        if args.demo:
+            from core.demo import DemoTraffic
+
+            demo = DemoTraffic(runtime.service).start()
+        app = create_app(settings, runtime)
+        server = create_server(app, host=host, port=port, threads=8)
+        print(f"Switchyard console: http://{host}:{server.effective_port}/", flush=True)
+        print(f"broker: {url}  database: {runtime.db.describe()}", flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: server.close())
+        try:
+            server.run()
+        except (KeyboardInterrupt, OSError):
+            pass
+    finally:
+        if demo is not None:
+            demo.stop()
+        for worker_thread in workers:
+            worker_thread.stop()
+        if runtime is not None:
+            runtime.close()
+        stop_embedded_broker(settings, embedded)
+    return 0
+
+
+COMMANDS = {
+    "serve": cmd_serve,
+    "worker": cmd_worker,
+    "dispatch": cmd_dispatch,
+    "upgrade": cmd_upgrade,
+    "cancel": cmd_cancel,
+    "retry": cmd_retry,
+    "status": cmd_status,
+    "depths": cmd_depths,
+    "users": cmd_users,
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
