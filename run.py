@@ -25,7 +25,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 from typing import Mapping, Sequence
 
 from core.errors import (
@@ -292,33 +291,13 @@ def cmd_worker(args, settings, environ) -> int:
     return 0
 
 
-class WorkerThread:
-    """A worker on its own thread and event loop, inside the serve process."""
-
-    def __init__(self, worker):
-        self.worker = worker
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self._run, name=f"worker-{worker.id}", daemon=True)
-
-    def _run(self) -> None:
-        self.loop.run_until_complete(self.worker.run())
-
-    def start(self) -> "WorkerThread":
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.worker.stop)
-        self.thread.join(timeout=15)
-
-
 def cmd_serve(args, settings, environ) -> int:
     from waitress import create_server
 
     from core.builtin_tasks import default_registry
     from core.embedded import start_embedded_broker, stop_embedded_broker
     from core.runtime import Runtime
-    from core.worker import Worker, WorkerScope
+    from core.worker import Worker, WorkerScope, WorkerThread
     from dashboard.app import create_app
 
     host = args.host or settings.host

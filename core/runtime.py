@@ -25,7 +25,7 @@ def prepare_database(db: Database) -> None:
     db.create_schema()
     wanted = {(role.value, perm.value) for role, perms in ROLE_PERMISSIONS.items() for perm in perms}
     with db.session(write=True) as session:
-        have = set(session.execute(select(RolePermission.role, RolePermission.permission)).tuples())
+        have = set(session.execute(select(RolePermission.role, RolePermission.permission)))
         for role, permission in have - wanted:
             session.execute(
                 delete(RolePermission).where(RolePermission.role == role, RolePermission.permission == permission)

@@ -31,7 +31,7 @@ def database_stats(db: Database) -> dict[str, Any]:
     """Counts by status, and per bucket and per cell the number queued and the oldest's age."""
     now = utcnow()
     with db.session() as session:
-        by_status = dict(session.execute(select(Task.status, func.count()).group_by(Task.status)).tuples().all())
+        by_status = dict(session.execute(select(Task.status, func.count()).group_by(Task.status)).all())
         cells = session.execute(
             select(Task.category, Task.phase, Task.bucket, func.count(), func.min(Task.queued_at))
             .where(Task.status == TaskStatus.QUEUED)

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import socket
+import threading
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -536,3 +537,23 @@ class Worker:
     def _emit(self, event: str, task_id: str) -> None:
         if self._on_event is not None:
             self._on_event(event, task_id)
+
+
+class WorkerThread:
+    """A worker on its own thread and event loop, inside the serve process."""
+
+    def __init__(self, worker):
+        self.worker = worker
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, name=f"worker-{worker.id}", daemon=True)
+
+    def _run(self) -> None:
+        self.loop.run_until_complete(self.worker.run())
+
+    def start(self) -> "WorkerThread":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.worker.stop)
+        self.thread.join(timeout=15)

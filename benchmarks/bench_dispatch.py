@@ -1,0 +1,228 @@
+"""Bulk dispatch: Switchyard's dispatch_tasks (rows committed, published, recorded) against raw
+pipelined JetStream publishes from nats-py, in the same run.
+
+    .venv/bin/python benchmarks/bench_dispatch.py [--n 20000] [--batch 1000] [--repeats 3] [--check]
+
+Raw baseline: `js.publish_async` of N messages to tasks.{category}.{phase}.{bucket} with a small
+JSON payload and a Nats-Msg-Id header, then await every future. Ours: N DispatchRequests given
+to `runtime.service.dispatch_tasks` `--batch` at a time. The stream is purged and the tasks
+table emptied before every measured run. Target: ours >= 30% of raw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+
+import _common  # noqa: F401  (puts the project on sys.path)
+from _common import BenchEnv, LoopThread, Row, clear_tasks, count_tasks, finish, fmt, median, parser
+
+import nats
+from nats.js import api
+
+from core.broker import TaskMessage
+from core.priority import priority_to_bucket, subject_for
+from core.runtime import Runtime
+from core.tasks import DispatchRequest, build_task_row
+from db.models import Task
+
+TARGET_RATIO = 0.30
+NAME = "demo.echo"  # category webapp, phase default
+
+
+def requests_for(n: int) -> list[DispatchRequest]:
+    return [DispatchRequest(NAME, {"i": i}, priority=i % 11) for i in range(n)]
+
+
+async def raw_publish(js, n: int, tag: str) -> float:
+    """Pipelined publish_async of n messages, then await every ack. Returns seconds."""
+    subjects = [subject_for("webapp", "default", priority_to_bucket(i % 11)) for i in range(n)]
+    start = time.perf_counter()
+    futures = []
+    for i in range(n):
+        task_id = f"{tag}{i:08d}"
+        payload = json.dumps({"task_id": task_id, "generation": 1}).encode()
+        futures.append(
+            await js.publish_async(subjects[i], payload, headers={api.Header.MSG_ID: f"{task_id}:1"}, wait_stall=10)
+        )
+    acks = await asyncio.gather(*futures)
+    elapsed = time.perf_counter() - start
+    if len(acks) != n or any(a.duplicate for a in acks):
+        raise RuntimeError("raw publish: missing or duplicate acks")
+    return elapsed
+
+
+def run_ours(runtime: Runtime, n: int, batch: int) -> float:
+    requests = requests_for(n)
+    service = runtime.service
+    start = time.perf_counter()
+    for offset in range(0, n, batch):
+        service.dispatch_tasks(requests[offset:offset + batch], created_by="bench")
+        if service.last_publish_error:
+            raise RuntimeError(f"publish failed: {service.last_publish_error}")
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    p = parser(__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=20_000, help="messages/tasks per measured run")
+    p.add_argument("--batch", type=int, default=1000, help="requests per dispatch_tasks call")
+    args = p.parse_args()
+    n, batch = args.n, args.batch
+
+    print(f"bench_dispatch: N={n:,} per run, dispatch_tasks batches of {batch}, {args.repeats} repeats (median)")
+    with BenchEnv("dispatch", sync_always=args.sync_always) as env:
+        context = env.describe()
+        runtime = Runtime.open(env.settings, require_broker=True)
+        raw = LoopThread("raw-nats")
+        nc = None
+        try:
+            nc = raw.run(nats.connect(env.server.url, name="bench raw"))
+            js = nc.jetstream(timeout=10)
+            jsm = nc.jsm(timeout=10)
+            stream = env.settings.stream_name
+
+            def reset() -> None:
+                raw.run(jsm.purge_stream(stream))
+                clear_tasks(runtime.db)
+
+            def stream_messages() -> int:
+                return raw.run(jsm.stream_info(stream)).state.messages
+
+            # Warm-up (connections, prepared statements, the async-reply inbox); not counted.
+            reset()
+            raw.run(raw_publish(js, 1000, "warm"))
+            reset()
+            run_ours(runtime, 1000, batch)
+
+            raw_rates, our_rates = [], []
+            for repeat in range(args.repeats):
+                order = ("raw", "ours") if repeat % 2 == 0 else ("ours", "raw")
+                for side in order:
+                    reset()
+                    if side == "raw":
+                        seconds = raw.run(raw_publish(js, n, f"r{repeat}-{os.getpid()}-"))
+                        assert stream_messages() == n
+                        raw_rates.append(n / seconds)
+                    else:
+                        seconds = run_ours(runtime, n, batch)
+                        assert stream_messages() == n, "not every task reached the stream"
+                        recorded = count_tasks(runtime.db, Task.publish_due_at.is_(None), Task.stream_seq.is_not(None))
+                        assert recorded == n, f"only {recorded} of {n} rows recorded as published"
+                        our_rates.append(n / seconds)
+                print(
+                    f"  run {repeat + 1}: raw {fmt(raw_rates[-1])} msgs/s, ours {fmt(our_rates[-1])} tasks/s "
+                    f"({our_rates[-1] / raw_rates[-1]:.0%})"
+                )
+                sys.stdout.flush()
+
+            # Where ours spends its time: one extra instrumented run, not part of the median.
+            breakdown = diagnose(runtime, raw, js, n, batch, reset)
+        finally:
+            if nc is not None:
+                try:
+                    raw.run(nc.close(), timeout=10)
+                except Exception:
+                    pass
+            raw.close()
+            runtime.close()
+
+    raw_rate, our_rate = median(raw_rates), median(our_rates)
+    ratio = our_rate / raw_rate
+    print()
+    print("Diagnostics (one instrumented run of ours, seconds for N tasks):")
+    for key, value in breakdown.items():
+        print(f"  {key:48} {value}")
+    context.update(breakdown=breakdown, raw_runs=raw_rates, our_runs=our_rates)
+    rows = [
+        Row(
+            "dispatch",
+            f"bulk dispatch ({backend_label(env)}, N={n:,})",
+            our_rate,
+            raw_rate,
+            "/s",
+            f">= {TARGET_RATIO:.0%} of raw",
+            ratio >= TARGET_RATIO,
+        )
+    ]
+    return finish(args, rows, context, "bench_dispatch summary (ours: tasks/s, baseline: raw publish_async msgs/s)")
+
+
+def backend_label(env: BenchEnv) -> str:
+    return env.backend
+
+
+def diagnose(runtime: Runtime, raw: LoopThread, js, n: int, batch: int, reset) -> dict[str, str]:
+    """Split one dispatch run into: building rows, INSERT+commit, broker publish, recording seqs."""
+    import core.tasks as tasks_module
+
+    broker = runtime.broker.broker
+    original_publish = broker.publish
+    original_record = tasks_module.record_published
+    spent = {"publish": 0.0, "record": 0.0}
+
+    async def timed_publish(messages):
+        start = time.perf_counter()
+        try:
+            return await original_publish(messages)
+        finally:
+            spent["publish"] += time.perf_counter() - start
+
+    def timed_record(db, results):
+        start = time.perf_counter()
+        try:
+            return original_record(db, results)
+        finally:
+            spent["record"] += time.perf_counter() - start
+
+    reset()
+    broker.publish = timed_publish
+    tasks_module.record_published = timed_record
+    try:
+        total = run_ours(runtime, n, batch)
+    finally:
+        broker.publish = original_publish
+        tasks_module.record_published = original_record
+
+    # Building rows alone (pure Python: validation, ids, JSON round trip of args).
+    requests = requests_for(n)
+    from db.models import utcnow
+
+    now = utcnow()
+    start = time.perf_counter()
+    for request in requests:
+        build_task_row(runtime.settings, runtime.registry, request, now, "bench")
+    build = time.perf_counter() - start
+
+    # Core's TaskBroker.publish alone (no database), vs raw publish_async, same messages.
+    reset()
+    messages = [
+        TaskMessage(f"diag{i:08d}{os.getpid()}", 1, subject_for("webapp", "default", priority_to_bucket(i % 11)))
+        for i in range(n)
+    ]
+    start = time.perf_counter()
+    for offset in range(0, n, batch):
+        results = runtime.broker.run(broker.publish(messages[offset:offset + batch]))
+        assert not any(isinstance(r, Exception) for r in results)
+    core_publish = time.perf_counter() - start
+    reset()
+    raw_seconds = raw.run(raw_publish(js, n, f"diagraw{os.getpid()}-"))
+    reset()
+
+    insert = total - spent["publish"] - spent["record"] - build
+    return {
+        "total dispatch_tasks": f"{total:.3f} s ({n / total:,.0f} tasks/s)",
+        "  build_task_row (measured separately)": f"{build:.3f} s ({build / total:.0%})",
+        "  INSERT + commit (remainder)": f"{insert:.3f} s ({insert / total:.0%})",
+        "  TaskBroker.publish (pipelined, awaits acks)": f"{spent['publish']:.3f} s ({spent['publish'] / total:.0%})",
+        "  record_published (UPDATE executemany+commit)": f"{spent['record']:.3f} s ({spent['record'] / total:.0%})",
+        "TaskBroker.publish alone, same batches": f"{core_publish:.3f} s ({n / core_publish:,.0f} msgs/s)",
+        "raw publish_async alone, one pipeline": f"{raw_seconds:.3f} s ({n / raw_seconds:,.0f} msgs/s)",
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
