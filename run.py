@@ -197,7 +197,7 @@ def cmd_retry(args, settings, environ) -> int:
 def cmd_status(args, settings, environ) -> int:
     from core.runtime import Runtime
 
-    runtime = Runtime.open(settings)
+    runtime = Runtime.open(settings, connect_broker=False)
     try:
         print(json.dumps(runtime.service.describe_task(args.task_id), indent=2))
     finally:

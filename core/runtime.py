@@ -51,6 +51,7 @@ class Runtime:
         *,
         registry: TaskRegistry | None = None,
         require_broker: bool = False,
+        connect_broker: bool = True,
         prepare: bool = True,
     ) -> "Runtime":
         """Connect to the database (and the broker if one is known).
@@ -63,8 +64,10 @@ class Runtime:
             prepare_database(db)
         broker = None
         broker_error = None
-        url = resolve_nats_url(settings)
-        if url is None:
+        url = resolve_nats_url(settings) if connect_broker else None
+        if not connect_broker:
+            pass
+        elif url is None:
             broker_error = "no broker: set SWITCHYARD_NATS_URL or start `python run.py serve`"
         else:
             candidate = BrokerThread(settings, url)

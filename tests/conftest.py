@@ -25,6 +25,7 @@ from core.users import create_user
 from core.worker import Worker, WorkerScope, WorkerThread
 from db.engine import Database
 
+ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_URL = os.environ.get("SWITCHYARD_TEST_DATABASE_URL")
 DATABASES = ["sqlite"] + (["postgres"] if POSTGRES_URL else [])
 PASSWORD = "correct horse battery"
