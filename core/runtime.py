@@ -62,20 +62,7 @@ class Runtime:
         db = Database(settings.resolved_database_url)
         if prepare:
             prepare_database(db)
-        broker = None
-        broker_error = None
-        url = resolve_nats_url(settings) if connect_broker else None
-        if not connect_broker:
-            pass
-        elif url is None:
-            broker_error = "no broker: set SWITCHYARD_NATS_URL or start `python run.py serve`"
-        else:
-            candidate = BrokerThread(settings, url)
-            try:
-                broker = candidate.connect()
-            except BrokerUnavailable as error:
-                candidate.close()
-                broker_error = str(error)
+        broker, broker_error = _connect_broker(settings) if connect_broker else (None, None)
         if broker is None and require_broker:
             db.dispose()
             raise BrokerUnavailable(broker_error)
@@ -87,3 +74,15 @@ class Runtime:
         if self.broker is not None:
             self.broker.close()
         self.db.dispose()
+
+
+def _connect_broker(settings: Settings) -> tuple[BrokerThread | None, str | None]:
+    url = resolve_nats_url(settings)
+    if url is None:
+        return None, "no broker: set SWITCHYARD_NATS_URL or start `python run.py serve`"
+    candidate = BrokerThread(settings, url)
+    try:
+        return candidate.connect(), None
+    except BrokerUnavailable as error:
+        candidate.close()
+        return None, str(error)
