@@ -157,8 +157,9 @@ def cmd_dispatch(args, settings, environ) -> int:
         print(task_id)
         problem = runtime.broker_error or runtime.service.last_publish_error
         if problem:
-            print(f"warning: {problem}; the task is stored and will be published when the broker is back",
-                  file=sys.stderr)
+            print(
+                f"warning: {problem}; the task is stored and will be published when the broker is back", file=sys.stderr
+            )
     finally:
         runtime.close()
     return 0
@@ -274,8 +275,13 @@ def cmd_worker(args, settings, environ) -> int:
     db = Database(settings.resolved_database_url)
     prepare_database(db)
     worker = Worker(
-        settings, db, default_registry(), url,
-        scope=scope, concurrency=args.concurrency, maintenance=not args.no_maintenance,
+        settings,
+        db,
+        default_registry(),
+        url,
+        scope=scope,
+        concurrency=args.concurrency,
+        maintenance=not args.no_maintenance,
     )
 
     async def run() -> None:
@@ -312,7 +318,9 @@ def cmd_serve(args, settings, environ) -> int:
         url = runtime.broker.broker.url
         for index in range(worker_count):
             # The first worker is a high-only pool: urgent work never waits behind a long task.
-            scope = WorkerScope(buckets=(WorkerScope().buckets[0],)) if index == 0 and worker_count > 1 else WorkerScope()
+            scope = (
+                WorkerScope(buckets=(WorkerScope().buckets[0],)) if index == 0 and worker_count > 1 else WorkerScope()
+            )
             worker = Worker(settings, runtime.db, default_registry(), url, scope=scope, concurrency=4)
             workers.append(WorkerThread(worker).start())
         if args.demo:

@@ -275,17 +275,13 @@ class TaskBroker:
             reply_to = f"{self._pull_inbox}.{self._pull_counter}"
             request = json.dumps({"batch": batch, "no_wait": True}).encode()
             try:
-                await self.nc.publish(
-                    f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{consumer}", request, reply=reply_to
-                )
+                await self.nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{consumer}", request, reply=reply_to)
             except Exception as error:
                 raise nats_error(error) from error
             messages: list[Msg] = []
             while len(messages) < batch:
                 try:
-                    msg = await asyncio.wait_for(
-                        self._pull_queue.get(), self.settings.broker_timeout_seconds
-                    )
+                    msg = await asyncio.wait_for(self._pull_queue.get(), self.settings.broker_timeout_seconds)
                 except asyncio.TimeoutError:
                     break
                 status = msg.headers.get("Status") if msg.headers else None

@@ -15,19 +15,42 @@ log = logging.getLogger(__name__)
 def demo_batch(rng: random.Random) -> list[DispatchRequest]:
     """About a dozen tasks: a mix a real system might see in a second or two."""
     batch = [
-        DispatchRequest("etl.extract", {"source": rng.choice(["orders", "users", "events"]),
-                                        "rows": rng.randint(100, 50_000), "seconds": rng.uniform(0.2, 2)},
-                        priority=rng.choice([2, 4, 5, 5, 6])),
-        DispatchRequest("demo.sleep", {"seconds": rng.uniform(0.05, 1.5)}, priority=rng.randint(3, 7), category="webapp"),
+        DispatchRequest(
+            "etl.extract",
+            {
+                "source": rng.choice(["orders", "users", "events"]),
+                "rows": rng.randint(100, 50_000),
+                "seconds": rng.uniform(0.2, 2),
+            },
+            priority=rng.choice([2, 4, 5, 5, 6]),
+        ),
+        DispatchRequest(
+            "demo.sleep", {"seconds": rng.uniform(0.05, 1.5)}, priority=rng.randint(3, 7), category="webapp"
+        ),
         DispatchRequest("demo.sleep", {"seconds": rng.uniform(0.5, 4)}, priority=rng.randint(0, 3), category="report"),
-        DispatchRequest("demo.echo", {"alert": rng.choice(["disk", "latency", "errors"])}, priority=rng.choice([8, 9]),
-                        category="alert"),
-        DispatchRequest("demo.record", {"value": rng.randint(1, 100), "seconds": rng.uniform(0.1, 1)},
-                        priority=rng.randint(0, 7), category="report"),
+        DispatchRequest(
+            "demo.echo",
+            {"alert": rng.choice(["disk", "latency", "errors"])},
+            priority=rng.choice([8, 9]),
+            category="alert",
+        ),
+        DispatchRequest(
+            "demo.record",
+            {"value": rng.randint(1, 100), "seconds": rng.uniform(0.1, 1)},
+            priority=rng.randint(0, 7),
+            category="report",
+        ),
     ]
     if rng.random() < 0.25:
-        batch.append(DispatchRequest("demo.fail", {"message": "upstream returned 503"},
-                                     priority=rng.randint(3, 6), category="webapp", max_attempts=2))
+        batch.append(
+            DispatchRequest(
+                "demo.fail",
+                {"message": "upstream returned 503"},
+                priority=rng.randint(3, 6),
+                category="webapp",
+                max_attempts=2,
+            )
+        )
     return batch
 
 

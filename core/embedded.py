@@ -105,8 +105,7 @@ class NatsServer:
         while not port_open(self.host, self.port):
             if self.process.poll() is not None:
                 raise BrokerUnavailable(
-                    f"nats-server exited with code {self.process.returncode}; "
-                    f"see {self.store_dir / 'nats-server.log'}"
+                    f"nats-server exited with code {self.process.returncode}; see {self.store_dir / 'nats-server.log'}"
                 )
             if time.monotonic() > deadline:
                 self.stop()

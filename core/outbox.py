@@ -35,10 +35,6 @@ _record_stmt = (
 )
 
 
-def message_for(task: Task) -> TaskMessage:
-    return TaskMessage(task.id, task.generation, subject_for(task.category, task.phase, task.bucket))
-
-
 def record_published(db: Database, results: list) -> int:
     """Remember which generation each row had published and at which stream sequence.
 
@@ -71,7 +67,7 @@ def relay_backlog(db: Database) -> int:
     """Rows that owe the stream a message and are past their due time."""
     with db.session() as session:
         return session.scalar(
-            select(func.count()).select_from(Task).where(
-                Task.publish_due_at <= utcnow(), Task.status == TaskStatus.QUEUED
-            )
+            select(func.count())
+            .select_from(Task)
+            .where(Task.publish_due_at <= utcnow(), Task.status == TaskStatus.QUEUED)
         )

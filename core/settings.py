@@ -85,7 +85,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     for key, raw in environ.items():
         if not key.startswith(PREFIX):
             continue
-        name = key[len(PREFIX):]
+        name = key[len(PREFIX) :]
         if name not in _FIELDS:
             continue
         attribute, convert = _FIELDS[name]

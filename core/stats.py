@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import func, select
@@ -55,10 +56,8 @@ def database_stats(db: Database) -> dict[str, Any]:
     }
 
 
-def _aware(value):
-    # SQLite's MIN() over our UTC column comes back as a naive value or a string.
-    from datetime import datetime, timezone
-
+def _aware(value: datetime | str) -> datetime:
+    """SQLite's MIN() over a UTC column comes back naive, or as a string."""
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)

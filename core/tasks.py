@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, TypeVar
 
 from sqlalchemy import insert, select, update
 
-from core.audit import DENIED, REFUSED, audit
+from core.audit import REFUSED, audit
 from core.broker import BrokerThread, TaskMessage
 from core.errors import (
     BrokerUnavailable,
@@ -30,7 +30,7 @@ from core.errors import (
     SwitchyardError,
     WrongState,
 )
-from core.outbox import PUBLISH_GRACE, message_for, record_published
+from core.outbox import PUBLISH_GRACE, record_published
 from core.permissions import CANCEL_PERMISSION, RETRY_PERMISSION, UPGRADE_PERMISSIONS
 from core.priority import (
     DEFAULT_PRIORITY,
@@ -116,9 +116,7 @@ class TaskService:
     `broker` may be None or down: committed changes then wait for the relay, nothing is lost.
     """
 
-    def __init__(
-        self, settings: Settings, db: Database, registry: TaskRegistry, broker: BrokerThread | None
-    ):
+    def __init__(self, settings: Settings, db: Database, registry: TaskRegistry, broker: BrokerThread | None):
         self.settings = settings
         self.db = db
         self.registry = registry
@@ -144,7 +142,6 @@ class TaskService:
             session.execute(insert(Task), rows)
         self._publish([row_message(row) for row in rows])
         return [row["id"] for row in rows]
-
 
     # -- upgrade / cancel / retry -------------------------------------------------------------
 
@@ -301,7 +298,9 @@ class TaskService:
         return task
 
     @staticmethod
-    def _compare_and_set(session, task: Task, values: dict, *, expected_status: str = TaskStatus.QUEUED, extra=()) -> None:
+    def _compare_and_set(
+        session, task: Task, values: dict, *, expected_status: str = TaskStatus.QUEUED, extra=()
+    ) -> None:
         result = session.execute(
             update(Task)
             .where(Task.id == task.id, Task.generation == task.generation, Task.status == expected_status, *extra)
@@ -401,7 +400,6 @@ def build_task_row(
         "created_at": now,
         "queued_at": now,
     }
-
 
 
 def row_message(row: dict) -> TaskMessage:

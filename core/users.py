@@ -76,9 +76,7 @@ def load_actor(session: Session, username: object) -> Actor | None:
     user = session.scalar(select(User).where(User.username == username))
     if user is None or not user.active:
         return None
-    permissions = session.scalars(
-        select(RolePermission.permission).where(RolePermission.role == user.role)
-    ).all()
+    permissions = session.scalars(select(RolePermission.permission).where(RolePermission.role == user.role)).all()
     return Actor(user.username, Role(user.role), frozenset(Permission(p) for p in permissions))
 
 
@@ -112,9 +110,7 @@ def authorize(
     raise NotAllowed(message)
 
 
-def create_user(
-    db: Database, username: str, password: str, role: str | Role, *, created_by: str = "system"
-) -> User:
+def create_user(db: Database, username: str, password: str, role: str | Role, *, created_by: str = "system") -> User:
     """Create a user. The caller is trusted (command line, first start); the console's
     user admin page goes through manage_users in a later layer."""
     username = validate_username(username)

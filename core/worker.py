@@ -12,13 +12,14 @@ A message whose generation is not the row's current one is dropped with term(), 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
 import threading
 import traceback
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable
 
@@ -90,10 +91,11 @@ class WorkerStats:
     succeeded: int = 0
     failed: int = 0
     dropped: int = 0
-    extra: dict = field(default_factory=dict)
 
 
-def claim_task(db: Database, message: TaskMessage, stream_seq: int | None, worker_id: str, lease: timedelta) -> Claimed | None:
+def claim_task(
+    db: Database, message: TaskMessage, stream_seq: int | None, worker_id: str, lease: timedelta
+) -> Claimed | None:
     """queued -> running for exactly this generation, or None if the message is stale."""
     token = os.urandom(16).hex()
     now = utcnow()
@@ -113,8 +115,16 @@ def claim_task(db: Database, message: TaskMessage, stream_seq: int | None, worke
                 stream_seq=stream_seq,
             )
             .returning(
-                Task.id, Task.name, Task.args, Task.priority, Task.category, Task.phase,
-                Task.correlation_id, Task.generation, Task.attempts, Task.max_attempts,
+                Task.id,
+                Task.name,
+                Task.args,
+                Task.priority,
+                Task.category,
+                Task.phase,
+                Task.correlation_id,
+                Task.generation,
+                Task.attempts,
+                Task.max_attempts,
             )
             .execution_options(synchronize_session=False)
         ).first()
@@ -128,7 +138,9 @@ def extend_lease(db: Database, claimed: Claimed, lease: timedelta) -> bool:
         return (
             session.execute(
                 update(Task)
-                .where(Task.id == claimed.id, Task.lease_token == claimed.lease_token, Task.status == TaskStatus.RUNNING)
+                .where(
+                    Task.id == claimed.id, Task.lease_token == claimed.lease_token, Task.status == TaskStatus.RUNNING
+                )
                 .values(lease_expires_at=utcnow() + lease)
                 .execution_options(synchronize_session=False)
             ).rowcount
@@ -175,8 +187,13 @@ def finish_task(
                 session.execute(
                     insert(TaskEffect),
                     [
-                        dict(task_id=claimed.id, generation=claimed.generation, worker_id=worker_id,
-                             recorded_at=now, value=value)
+                        dict(
+                            task_id=claimed.id,
+                            generation=claimed.generation,
+                            worker_id=worker_id,
+                            recorded_at=now,
+                            value=value,
+                        )
                         for value in ctx.effects
                     ],
                 )
@@ -208,8 +225,6 @@ def run_task(registry: TaskRegistry, claimed: Claimed, ctx: TaskContext) -> Outc
 
 
 def _jsonable(value: Any) -> Any:
-    import json
-
     try:
         json.dumps(value)
         return value
@@ -350,7 +365,7 @@ class Worker:
             message = TaskMessage.decode(msg)
         except InvalidInput as error:
             log.warning("%s: dropped", error)
-            await msg.term()
+            await self._settle(msg.term)
             return
         try:
             seq = msg.metadata.sequence.stream
@@ -360,15 +375,15 @@ class Worker:
             claimed = await self._in_db(claim_task, self.db, message, seq, self.id, self.lease)
         except DatabaseUnavailable as error:
             log.warning("%s; message for task %s returned to the queue", error, message.task_id)
-            await msg.nak(delay=2)
+            await self._settle(msg.nak, delay=2)
             await self._sleep(1.0)
             return
         if claimed is None:
             self.stats.dropped += 1
-            await msg.term()
+            await self._settle(msg.term)
             self._emit("dropped", message.task_id)
             return
-        await msg.ack()
+        await self._settle(msg.ack)
         self.stats.claimed += 1
         self._emit("started", claimed.id)
         ctx = TaskContext(
@@ -397,6 +412,15 @@ class Worker:
         self._emit("succeeded" if outcome.ok else "failed", claimed.id)
         if follow_up:
             await self._publish(follow_up)
+
+    @staticmethod
+    async def _settle(how: Callable, **options: Any) -> None:
+        """ack / term / nak. If the broker does not hear it, the message comes back after
+        ack_wait and the claim's compare-and-set drops it: nothing runs twice."""
+        try:
+            await how(**options)
+        except Exception as error:
+            log.info("message not settled (%s): %s", how.__name__, error)
 
     async def _finish(self, claimed: Claimed, ctx: TaskContext, outcome: Outcome) -> list[TaskMessage] | None:
         """Keep trying while the database is away, until the lease would have run out."""

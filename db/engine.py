@@ -36,13 +36,9 @@ class Database:
             )
             _configure_sqlite(self.engine)
         else:
-            self.engine = create_engine(
-                self.url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True
-            )
+            self.engine = create_engine(self.url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True)
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
-        self._writer = sessionmaker(
-            self.engine.execution_options(switchyard_write=True), expire_on_commit=False
-        )
+        self._writer = sessionmaker(self.engine.execution_options(switchyard_write=True), expire_on_commit=False)
 
     @contextmanager
     def session(self, write: bool = False) -> Iterator[Session]:

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
@@ -26,7 +25,11 @@ def cli(settings):
     def run(*args: str, extra_env: dict | None = None, expect: int | None = 0) -> subprocess.CompletedProcess:
         result = subprocess.run(
             [sys.executable, str(ROOT / "run.py"), *args],
-            env={**env, **(extra_env or {})}, cwd=ROOT, capture_output=True, text=True, timeout=60,
+            env={**env, **(extra_env or {})},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
             stdin=subprocess.DEVNULL,
         )
         assert "Traceback" not in result.stderr, result.stderr
@@ -44,15 +47,22 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
 
 
 def test_cli001_dispatch_upgrade_status_cancel(cli):
-    task_id = cli("dispatch", "demo.echo", "--priority", "2", "--args", '{"to": "ops"}',
-                  "--correlation-id", "run-7").stdout.strip()
+    task_id = cli(
+        "dispatch", "demo.echo", "--priority", "2", "--args", '{"to": "ops"}', "--correlation-id", "run-7"
+    ).stdout.strip()
     assert len(task_id) == 32 and "\n" not in task_id
     upgraded = cli("upgrade", task_id, "--action", "urgent", "--reason", "SLA breach", "--as", ROLE_USERS["manager"])
     assert "raised from 2 (Background) to 9 (Urgent), low -> high" in upgraded.stdout
     status = json.loads(cli("status", task_id).stdout)
-    assert (status["priority"], status["bucket"], status["correlation_id"], status["args"]) == (9, "high", "run-7", {"to": "ops"})
-    assert [(h["from_priority"], h["to_priority"], h["changed_by"], h["reason"]) for h in status["priority_history"]] == [
-        (2, 9, ROLE_USERS["manager"], "SLA breach")]
+    assert (status["priority"], status["bucket"], status["correlation_id"], status["args"]) == (
+        9,
+        "high",
+        "run-7",
+        {"to": "ops"},
+    )
+    assert [
+        (h["from_priority"], h["to_priority"], h["changed_by"], h["reason"]) for h in status["priority_history"]
+    ] == [(2, 9, ROLE_USERS["manager"], "SLA breach")]
     depths = json.loads(cli("depths").stdout)
     assert depths["buckets"]["high"] == 1 and depths["subjects"] == {"tasks.webapp.default.high": 1}
     assert depths["database"]["status"]["queued"] == 1
@@ -65,7 +75,11 @@ ERROR_CASES = [
     (["cancel", "feedface", "--as", "mona"], 3, "no task with id"),
     (["retry", "feedface", "--as", "otto"], 3, "no task with id"),
     (["status", "feedface"], 3, "no task with id"),
-    (["upgrade", "QUEUED", "--action", "critical", "--reason", "r", "--as", "otto"], 4, "operator 'otto' may not make tasks critical"),
+    (
+        ["upgrade", "QUEUED", "--action", "critical", "--reason", "r", "--as", "otto"],
+        4,
+        "operator 'otto' may not make tasks critical",
+    ),
     (["cancel", "QUEUED", "--as", "vera"], 4, "viewer 'vera' may not cancel tasks"),
     (["upgrade", "QUEUED", "--action", "urgent", "--reason", "r", "--as", "ghost"], 4, "does not exist or is disabled"),
     (["upgrade", "QUEUED", "--action", "maximum", "--reason", "r", "--as", "ada"], 2, "unknown action 'maximum'"),
@@ -108,7 +122,9 @@ def test_cli003_users_create_reads_the_password_from_the_environment(cli, settin
     short = cli("users", "create", "nora", "--role", "viewer", extra_env={"SWITCHYARD_PASSWORD": "short"}, expect=2)
     assert "at least 8 characters" in one_line_error(short)
     task_id = cli("dispatch", "demo.echo", "--priority", "1").stdout.strip()
-    assert "Prioritize" in cli("upgrade", task_id, "--action", "prioritize", "--reason", "new hire", "--as", "nina").stdout
+    assert (
+        "Prioritize" in cli("upgrade", task_id, "--action", "prioritize", "--reason", "new hire", "--as", "nina").stdout
+    )
 
 
 def test_cli004_serve_starts_and_stops_its_own_broker(tmp_path, database_url):
@@ -117,7 +133,11 @@ def test_cli004_serve_starts_and_stops_its_own_broker(tmp_path, database_url):
     env.update(SWITCHYARD_DATA_DIR=str(tmp_path / "data"), SWITCHYARD_DATABASE_URL=database_url)
     server = subprocess.Popen(
         [sys.executable, str(ROOT / "run.py"), "serve", "--port", str(port)],
-        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         first_line = server.stdout.readline()
@@ -131,11 +151,20 @@ def test_cli004_serve_starts_and_stops_its_own_broker(tmp_path, database_url):
         # Commands started later on this machine find the embedded broker by themselves.
         dispatched = subprocess.run(
             [sys.executable, str(ROOT / "run.py"), "dispatch", "demo.echo"],
-            env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert dispatched.returncode == 0 and dispatched.stderr == "", dispatched.stderr
         depths = subprocess.run(
-            [sys.executable, str(ROOT / "run.py"), "depths"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+            [sys.executable, str(ROOT / "run.py"), "depths"],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert json.loads(depths.stdout)["buckets"]["normal"] == 1
         server.send_signal(signal.SIGTERM)

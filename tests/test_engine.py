@@ -51,7 +51,9 @@ def test_eng001_one_worker_takes_high_then_normal_then_low(runtime, start_worker
     recorder.wait_for(lambda: len(recorder.of("succeeded")) == len(ids))
     started_priorities = [ids[task] for task in recorder.of("started")]
     assert started_priorities == sorted(started_priorities, reverse=True)
-    assert [Bucket(t["bucket"]) for t in map(lambda i: task_row(runtime, i), recorder.of("started"))][:4] == [Bucket.HIGH] * 4
+    assert [Bucket(t["bucket"]) for t in map(lambda i: task_row(runtime, i), recorder.of("started"))][:4] == [
+        Bucket.HIGH
+    ] * 4
 
 
 def test_eng002_low_task_upgraded_to_critical_runs_next(runtime, start_worker):
@@ -110,7 +112,12 @@ def test_eng004_retry_reruns_a_failed_task_at_its_original_priority(runtime, sta
     service.retry_task(task_id, ROLE_USERS["operator"])
     recorder.wait_for(lambda: task_id in recorder.of("succeeded"))
     done = task_row(runtime, task_id)
-    assert (done["status"], done["priority"], done["bucket"], done["result"]) == ("succeeded", 2, "low", "second run works")
+    assert (done["status"], done["priority"], done["bucket"], done["result"]) == (
+        "succeeded",
+        2,
+        "low",
+        "second run works",
+    )
     assert attempts == [2, 2]
     with pytest.raises(WrongState, match="only failed tasks can be retried"):
         service.retry_task(task_id, ROLE_USERS["operator"])
@@ -239,14 +246,17 @@ def test_eng009_upgrade_racing_claim_never_runs_a_task_twice(runtime, start_work
 
 def test_eng010_etl_phases_chain_with_one_correlation_id_and_keep_the_upgrade(runtime, start_worker):
     service = runtime.service
-    extract = service.dispatch_task("etl.extract", args={"source": "orders", "rows": 42}, priority=3,
-                                    correlation_id="nightly-orders")
+    extract = service.dispatch_task(
+        "etl.extract", args={"source": "orders", "rows": 42}, priority=3, correlation_id="nightly-orders"
+    )
     service.upgrade_task(extract, "prioritize", "finance close", ROLE_USERS["operator"])
     recorder = Recorder()
     start_worker(recorder)
     recorder.wait_for(lambda: len(recorder.of("succeeded")) == 3)
     with runtime.db.session() as session:
-        tasks = session.scalars(select(Task).where(Task.correlation_id == "nightly-orders").order_by(Task.created_at)).all()
+        tasks = session.scalars(
+            select(Task).where(Task.correlation_id == "nightly-orders").order_by(Task.created_at)
+        ).all()
     assert [(t.name, t.phase, t.priority, t.bucket, t.status) for t in tasks] == [
         ("etl.extract", "extract", 8, "high", "succeeded"),
         ("etl.transform", "transform", 8, "high", "succeeded"),
@@ -265,7 +275,11 @@ def test_eng011_bad_input_gets_a_clear_error_and_changes_nothing(runtime):
     snapshot = {i: task_row(runtime, i) for i in (queued, high)}
     admin, operator = ROLE_USERS["admin"], ROLE_USERS["operator"]
     cases = [
-        (lambda: service.upgrade_task("no-such-task", "urgent", "r", admin), NotFound, "no task with id 'no-such-task'"),
+        (
+            lambda: service.upgrade_task("no-such-task", "urgent", "r", admin),
+            NotFound,
+            "no task with id 'no-such-task'",
+        ),
         (lambda: service.cancel_task("nope", admin), NotFound, "no task with id"),
         (lambda: service.retry_task("nope", admin), NotFound, "no task with id"),
         (lambda: service.upgrade_task(queued, "urgent", "r", operator), NotAllowed, "may not make tasks urgent"),

@@ -68,7 +68,9 @@ def test_flt001_sigkilled_worker_task_runs_again_after_its_lease_and_finishes_on
     assert row(runtime.db, task_id).status == "running"  # orphaned, until its lease runs out
     second = spawn_worker(settings)
     try:
-        wait_until(lambda: row(runtime.db, task_id).status == "succeeded", timeout=30, message="second worker finished it")
+        wait_until(
+            lambda: row(runtime.db, task_id).status == "succeeded", timeout=30, message="second worker finished it"
+        )
     finally:
         second.send_signal(signal.SIGTERM)
         assert second.wait(timeout=20) == 0
@@ -105,7 +107,11 @@ def test_flt003_broker_down_at_dispatch_keeps_the_task_and_publishes_it_later(tm
         # The command line says so in one line and still exits 0 with the id.
         cli = subprocess.run(
             [sys.executable, str(ROOT / "run.py"), "dispatch", "demo.echo", "--priority", "3"],
-            env=_cli_env(settings), cwd=ROOT, capture_output=True, text=True, timeout=60,
+            env=_cli_env(settings),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert cli.returncode == 0, cli.stderr
         cli_task = cli.stdout.strip()

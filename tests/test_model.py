@@ -6,18 +6,48 @@ from core.errors import InvalidInput
 from core.permissions import ROLE_PERMISSIONS, Permission, Role
 from core.priority import Bucket, Priority, UpgradeAction, parse_priority, priority_to_bucket, subject_for
 
-EXPECTED_BUCKETS = {0: "low", 1: "low", 2: "low", 3: "low", 4: "normal", 5: "normal", 6: "normal",
-                    7: "normal", 8: "high", 9: "high", 10: "high"}
-EXPECTED_NAMES = {10: "Critical", 9: "Urgent", 8: "Prioritize", 7: "High", 6: "Above normal",
-                  5: "Normal", 4: "Below normal", 3: "Low", 2: "Background", 1: "Maintenance", 0: "Lowest"}
+EXPECTED_BUCKETS = {
+    0: "low",
+    1: "low",
+    2: "low",
+    3: "low",
+    4: "normal",
+    5: "normal",
+    6: "normal",
+    7: "normal",
+    8: "high",
+    9: "high",
+    10: "high",
+}
+EXPECTED_NAMES = {
+    10: "Critical",
+    9: "Urgent",
+    8: "Prioritize",
+    7: "High",
+    6: "Above normal",
+    5: "Normal",
+    4: "Below normal",
+    3: "Low",
+    2: "Background",
+    1: "Maintenance",
+    0: "Lowest",
+}
 
 # DESIGN section 2, typed out: the source of truth these tests hold the code to.
 EXPECTED_PERMISSIONS = {
     "viewer": {"view_dashboard", "view_tasks"},
     "operator": {"view_dashboard", "view_tasks", "prioritize_tasks"},
     "manager": {"view_dashboard", "view_tasks", "prioritize_tasks", "urgent_tasks", "cancel_tasks", "view_history"},
-    "admin": {"view_dashboard", "view_tasks", "prioritize_tasks", "urgent_tasks", "cancel_tasks",
-              "critical_tasks", "manage_users", "view_history"},
+    "admin": {
+        "view_dashboard",
+        "view_tasks",
+        "prioritize_tasks",
+        "urgent_tasks",
+        "cancel_tasks",
+        "critical_tasks",
+        "manage_users",
+        "view_history",
+    },
 }
 
 
