@@ -328,7 +328,7 @@ def cmd_serve(args, settings, environ) -> int:
 
             demo = DemoTraffic(runtime.service).start()
         app = create_app(settings, runtime)
-        server = create_server(app, host=host, port=port, threads=8)
+        server = create_server(app.server, host=host, port=port, threads=8)
         print(f"Switchyard console: http://{host}:{server.effective_port}/", flush=True)
         print(f"broker: {url}  database: {runtime.db.describe()}", flush=True)
         signal.signal(signal.SIGTERM, lambda *_: server.close())

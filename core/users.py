@@ -132,3 +132,55 @@ def create_user(db: Database, username: str, password: str, role: str | Role, *,
         session.add(user)
         audit(session, actor=created_by, action="user.create", target=username, detail=f"role={role.value}")
     return user
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    """Who a successful sign-in is: enough for the web layer to build its session."""
+
+    user_id: int
+    username: str
+    role: Role
+    session_version: int
+
+
+WRONG_CREDENTIALS = "wrong user name or password"
+
+
+def authenticate(db: Database, username: object, password: object, *, address: str | None = None) -> SignedIn:
+    """Check a password. Unknown users, disabled users and wrong passwords get the same message;
+    every attempt is audited."""
+    name = username if isinstance(username, str) else ""
+    with db.session(write=True) as session:
+        user = session.scalar(select(User).where(User.username == name[:64])) if name else None
+        ok = (
+            user is not None
+            and user.active
+            and isinstance(password, str)
+            and len(password) <= 1024
+            and verify_password(user.password_hash, password)
+        )
+        audit(
+            session,
+            actor=name[:64] or None,
+            action="sign_in",
+            target=name[:64] or None,
+            outcome="ok" if ok else "denied",
+            address=address,
+        )
+        if not ok:
+            failure = NotAllowed(WRONG_CREDENTIALS)
+        else:
+            user.last_login_at = utcnow()
+            return SignedIn(user.id, user.username, Role(user.role), user.session_version)
+    raise failure
+
+
+def session_user(db: Database, user_id: int, session_version: int) -> Actor | None:
+    """The actor behind a browser session, if the session is still valid: the user exists, is
+    active, and neither password nor role changed since the session began."""
+    with db.session() as session:
+        user = session.get(User, user_id)
+        if user is None or not user.active or user.session_version != session_version:
+            return None
+        return load_actor(session, user.username)

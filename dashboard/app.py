@@ -1,22 +1,124 @@
-"""The web console. The full Dash console arrives with the console issue; until then a
-placeholder page shows that the process is up, and exposes no task data."""
+"""The web console: a Flask server with sign-in, and a Dash app on top of it.
+
+Pages live in dashboard/pages, one module each, exposing PATH, TITLE, PERMISSION,
+`layout(ctx, user, path)` and `register_callbacks(app, ctx)`. Callbacks are registered on this
+app instance (never with the global @dash.callback), so every create_app() gets its own.
+"""
 
 from __future__ import annotations
 
+import secrets
+from pathlib import Path
+
+import dash
+import dash_bootstrap_components as dbc
+from dash import Input, Output, dcc, html
 from flask import Flask
 
 from core.runtime import Runtime
 from core.settings import Settings
+from core.snapshot import OverviewSnapshot
+from dashboard.auth import acting_user_or_none, csrf_token, install_auth
+from dashboard.common import ConsoleContext
+from dashboard.pages import history, overview, task_detail, tasks, users
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+PAGES = [overview, tasks, task_detail, history, users]
+NAV_PAGES = [overview, tasks, history, users]
 
 
-def create_app(settings: Settings, runtime: Runtime) -> Flask:
+def secret_key(settings: Settings) -> str:
+    """The configured key, else one generated once and kept in the data folder."""
+    if settings.secret_key:
+        return settings.secret_key
+    path = settings.data_dir / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        path.write_text(key)
+        path.chmod(0o600)
+        return key
+
+
+def create_app(settings: Settings, runtime: Runtime) -> dash.Dash:
     server = Flask("switchyard")
+    server.config.update(
+        SECRET_KEY=secret_key(settings),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        REMEMBER_COOKIE_HTTPONLY=True,
+    )
+    install_auth(server, runtime.db)
+    ctx = ConsoleContext(runtime, OverviewSnapshot(runtime.db, runtime.broker))
 
-    @server.get("/")
-    def index() -> str:
-        return (
-            "<!doctype html><title>Switchyard</title><h1>Switchyard</h1>"
-            "<p>The engine is running. Use <code>python run.py depths</code> for queue depths.</p>"
+    app = dash.Dash(
+        "switchyard",
+        server=server,
+        assets_folder=str(ASSETS),
+        title="Switchyard",
+        update_title=None,
+        suppress_callback_exceptions=True,
+        serve_locally=True,
+    )
+    app.layout = lambda: _shell()
+
+    @app.callback(Output("page", "children"), Output("navbar", "children"), Input("url", "pathname"))
+    def route(pathname: str):
+        user = acting_user_or_none()
+        if user is None:
+            return html.Div("Sign in first.", className="p-4"), None
+        page = next((p for p in PAGES if p.matches(pathname or "/")), None)
+        navbar = _navbar(user, pathname or "/")
+        if page is None:
+            return _message("Not found", f"There is no page at {pathname}."), navbar
+        if not user.can(page.PERMISSION):
+            return _message("Not allowed", f"Your role ({user.role.value}) cannot open {page.TITLE}."), navbar
+        return page.layout(ctx, user, pathname), navbar
+
+    for page in PAGES:
+        page.register_callbacks(app, ctx)
+    app.console = ctx
+    return app
+
+
+def _shell() -> html.Div:
+    return html.Div(
+        [
+            dcc.Location(id="url", refresh="callback-nav"),
+            html.Div(id="navbar"),
+            dbc.Container(html.Div(id="page"), fluid=True, className="py-3"),
+        ]
+    )
+
+
+def _navbar(user, pathname: str) -> dbc.Navbar:
+    links = [
+        dbc.NavItem(
+            dbc.NavLink(p.TITLE, href=p.PATH, active=p.matches(pathname), id=f"nav-{p.__name__.rsplit('.', 1)[-1]}")
         )
+        for p in NAV_PAGES
+        if user.can(p.PERMISSION)
+    ]
+    sign_out = html.Form(
+        [
+            dcc.Input(type="hidden", name="csrf_token", value=csrf_token()),
+            html.Span(f"{user.username} · {user.role.value}", className="navbar-text me-3", id="whoami"),
+            html.Button("Sign out", className="btn btn-outline-light btn-sm", id="sign-out", type="submit"),
+        ],
+        method="POST",
+        action="/logout",
+        className="d-flex align-items-center",
+    )
+    return dbc.Navbar(
+        dbc.Container(
+            [dbc.NavbarBrand("Switchyard", href="/"), dbc.Nav(links, className="me-auto"), sign_out], fluid=True
+        ),
+        color="dark",
+        dark=True,
+    )
 
-    return server
+
+def _message(title: str, text: str) -> html.Div:
+    return html.Div([html.H2(title, className="h4"), html.P(text)], className="p-4")

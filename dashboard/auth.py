@@ -1,0 +1,169 @@
+"""Sign-in, sessions and CSRF for the console.
+
+- /login is a plain Flask form (fields `username`, `password`, hidden `csrf_token`).
+- /logout is a POST with the same token.
+- Every other route needs a signed-in, active user whose password and role have not changed
+  since the session began (the session carries the user's session_version).
+- Dash's renderer sends the `_csrf_token` cookie back as an X-CSRFToken header on every
+  callback POST (double-submit); a POST without the matching token is refused.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from dataclasses import dataclass
+from html import escape
+from urllib.parse import urlparse
+
+from flask import Flask, Response, abort, jsonify, redirect, request, session
+from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
+
+from core.audit import audit
+from core.errors import NotAllowed
+from core.permissions import Permission, Role
+from core.users import authenticate, session_user
+from db.engine import Database
+
+CSRF_COOKIE = "_csrf_token"
+CSRF_HEADER = "X-CSRFToken"
+PUBLIC_PREFIXES = ("/login", "/assets/", "/_dash-component-suites/", "/favicon.ico", "/healthz", "/readyz")
+
+
+@dataclass(frozen=True)
+class ConsoleUser(UserMixin):
+    """The signed-in user for one request; permissions come from the database each request."""
+
+    user_id: int
+    username: str
+    role: Role
+    permissions: frozenset[Permission]
+    session_version: int
+
+    def get_id(self) -> str:
+        return f"{self.user_id}:{self.session_version}"
+
+    def can(self, permission: Permission) -> bool:
+        return permission in self.permissions
+
+
+def client_address() -> str | None:
+    return request.remote_addr
+
+
+def csrf_token() -> str:
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(32)
+    return session["csrf"]
+
+
+def _csrf_ok(sent: str | None) -> bool:
+    expected = session.get("csrf")
+    return bool(expected and sent and hmac.compare_digest(str(expected), str(sent)))
+
+
+def _safe_next(target: str | None) -> str:
+    if not target:
+        return "/"
+    parsed = urlparse(target)
+    if parsed.scheme or parsed.netloc or not target.startswith("/") or target.startswith("//"):
+        return "/"
+    return target
+
+
+def install_auth(server: Flask, db: Database) -> None:
+    manager = LoginManager()
+    manager.init_app(server)
+    manager.session_protection = "basic"
+
+    @manager.user_loader
+    def load_user(identity: str) -> ConsoleUser | None:
+        try:
+            user_id, version = (int(part) for part in identity.split(":"))
+        except (ValueError, AttributeError):
+            return None
+        actor = session_user(db, user_id, version)
+        if actor is None:
+            return None
+        return ConsoleUser(user_id, actor.username, actor.role, actor.permissions, version)
+
+    @server.before_request
+    def require_sign_in():
+        path = request.path
+        if path.startswith(PUBLIC_PREFIXES):
+            return None
+        if not current_user.is_authenticated:
+            if path.startswith("/_dash"):
+                return jsonify(error="sign in first"), 401
+            return redirect(f"/login?next={request.full_path if request.query_string else path}")
+        if request.method == "POST" and not _csrf_ok(
+            request.headers.get(CSRF_HEADER) or request.form.get("csrf_token")
+        ):
+            return jsonify(error="missing or wrong CSRF token"), 403
+        return None
+
+    @server.after_request
+    def send_csrf_cookie(response: Response) -> Response:
+        if current_user.is_authenticated and "csrf" in session:
+            response.set_cookie(CSRF_COOKIE, session["csrf"], samesite="Strict", secure=request.is_secure)
+        return response
+
+    @server.route("/login", methods=["GET", "POST"])
+    def login():
+        message = ""
+        if request.method == "POST":
+            if not _csrf_ok(request.form.get("csrf_token")):
+                abort(400, "missing or wrong CSRF token: reload the sign-in page")
+            try:
+                signed_in = authenticate(
+                    db, request.form.get("username"), request.form.get("password"), address=client_address()
+                )
+            except NotAllowed as error:
+                message = str(error)
+            else:
+                session.clear()  # a new session id for the new identity
+                login_user(
+                    ConsoleUser(
+                        signed_in.user_id, signed_in.username, signed_in.role, frozenset(), signed_in.session_version
+                    )
+                )
+                csrf_token()
+                return redirect(_safe_next(request.args.get("next")))
+        return _login_page(message, csrf_token()), 401 if message else 200
+
+    @server.post("/logout")
+    def logout():
+        if not _csrf_ok(request.form.get("csrf_token") or request.headers.get(CSRF_HEADER)):
+            abort(400, "missing or wrong CSRF token")
+        if current_user.is_authenticated:
+            with db.session(write=True) as db_session:
+                audit(db_session, actor=current_user.username, action="sign_out", address=client_address())
+        logout_user()
+        session.clear()
+        response = redirect("/login")
+        response.delete_cookie(CSRF_COOKIE)
+        return response
+
+
+def _login_page(message: str, token: str) -> str:
+    alert = f'<div class="alert alert-danger" role="alert">{escape(message)}</div>' if message else ""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Sign in · Switchyard</title>
+<link rel="stylesheet" href="/assets/00-bootstrap.min.css"><link rel="stylesheet" href="/assets/switchyard.css">
+</head><body class="bg-light">
+<main class="container" style="max-width: 24rem; margin-top: 12vh">
+<h1 class="h3 mb-3">Switchyard</h1>
+{alert}
+<form method="post" id="login-form" class="card card-body shadow-sm">
+<input type="hidden" name="csrf_token" value="{escape(token)}">
+<label class="form-label" for="username">User name</label>
+<input class="form-control mb-3" id="username" name="username" autocomplete="username" required autofocus>
+<label class="form-label" for="password">Password</label>
+<input class="form-control mb-3" id="password" name="password" type="password" autocomplete="current-password" required>
+<button class="btn btn-primary w-100" id="login-button" type="submit">Sign in</button>
+</form></main></body></html>"""
+
+
+def acting_user_or_none() -> ConsoleUser | None:
+    return current_user._get_current_object() if current_user.is_authenticated else None

@@ -1,0 +1,181 @@
+"""Overview: queued per bucket, the category x phase x bucket matrix with oldest ages, counts,
+throughput over the last hour and the workers online. Refreshes every 2 s from the process's
+shared snapshot."""
+
+from __future__ import annotations
+
+import dash_bootstrap_components as dbc
+import plotly.graph_objects as go
+from dash import Input, Output, dcc, html
+
+from core.permissions import Permission
+from core.priority import BUCKETS_IN_ORDER, PHASES
+from dashboard.common import acting_user
+
+PATH = "/"
+TITLE = "Overview"
+PERMISSION = Permission.VIEW_DASHBOARD
+REFRESH_MS = 2000
+
+
+def matches(path: str) -> bool:
+    return path in ("/", "/overview")
+
+
+def layout(ctx, user, path):
+    return html.Div(
+        [
+            dcc.Interval(id="overview-tick", interval=REFRESH_MS),
+            html.Div(id="overview-errors"),
+            dbc.Row(id="overview-cards", className="g-3 mb-3"),
+            dbc.Row(
+                [
+                    dbc.Col(
+                        dbc.Card(
+                            [
+                                dbc.CardHeader("Queued by category, phase and bucket (oldest wait)"),
+                                dbc.CardBody(id="overview-matrix"),
+                            ]
+                        ),
+                        lg=7,
+                    ),
+                    dbc.Col(
+                        dbc.Card(
+                            [
+                                dbc.CardHeader("Finished per minute, last hour"),
+                                dbc.CardBody(
+                                    dcc.Graph(
+                                        id="overview-throughput",
+                                        config={"displayModeBar": False},
+                                        style={"height": "260px"},
+                                    )
+                                ),
+                            ]
+                        ),
+                        lg=5,
+                    ),
+                ],
+                className="g-3 mb-3",
+            ),
+            dbc.Card([dbc.CardHeader("Workers online"), dbc.CardBody(id="overview-workers")]),
+        ]
+    )
+
+
+def register_callbacks(app, ctx) -> None:
+    @app.callback(
+        Output("overview-cards", "children"),
+        Output("overview-matrix", "children"),
+        Output("overview-throughput", "figure"),
+        Output("overview-workers", "children"),
+        Output("overview-errors", "children"),
+        Input("overview-tick", "n_intervals"),
+    )
+    def refresh(_n):
+        acting_user()
+        snapshot = ctx.snapshot.get()
+        return (
+            _cards(snapshot),
+            _matrix(snapshot),
+            _throughput(snapshot),
+            _workers(snapshot),
+            [dbc.Alert(e, color="warning", className="py-1") for e in snapshot["errors"]],
+        )
+
+
+def _card(label: str, value, extra_class: str = "", card_id: str | None = None):
+    return dbc.Col(
+        dbc.Card(
+            dbc.CardBody(
+                [html.Div(label, className="label"), html.Div(value, className=f"value {extra_class}", id=card_id)]
+            ),
+            className="metric-card",
+        ),
+        xs=6,
+        md=4,
+        xl=2,
+    )
+
+
+def _cards(snapshot):
+    broker = snapshot.get("broker") or {}
+    database = snapshot.get("database") or {}
+    status = database.get("status", {})
+    buckets = broker.get("buckets") or {}
+    cards = [
+        _card(f"Queued · {b.value}", buckets.get(b.value, "–"), f"bucket-{b.value}", f"queued-{b.value}")
+        for b in BUCKETS_IN_ORDER
+    ]
+    cards += [
+        _card("Running", status.get("running", "–"), card_id="count-running"),
+        _card("Failed", status.get("failed", "–"), card_id="count-failed"),
+        _card("Succeeded", status.get("succeeded", "–"), card_id="count-succeeded"),
+    ]
+    return cards
+
+
+def _age(seconds) -> str:
+    if seconds is None:
+        return ""
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+
+
+def _matrix(snapshot):
+    database = snapshot.get("database") or {}
+    cells = {(c["category"], c["phase"], c["bucket"]): c for c in database.get("cells", [])}
+    categories = sorted({c for c, _, _ in cells})
+    if not categories:
+        return html.P("Nothing queued.", className="text-muted mb-0")
+    header = html.Tr([html.Th("category · phase")] + [html.Th(b.value) for b in BUCKETS_IN_ORDER])
+    rows = []
+    for category in categories:
+        for phase in PHASES:
+            if not any((category, phase, b.value) in cells for b in BUCKETS_IN_ORDER):
+                continue
+            tds = [html.Td(f"{category} · {phase}")]
+            for bucket in BUCKETS_IN_ORDER:
+                cell = cells.get((category, phase, bucket.value))
+                if cell is None:
+                    tds.append(html.Td(""))
+                    continue
+                age = cell["oldest_age_seconds"] or 0
+                warn = "age-alarm" if age > 600 else "age-warn" if age > 60 else ""
+                tds.append(html.Td(f"{cell['queued']} ({_age(age)})", className=warn))
+            rows.append(html.Tr(tds))
+    return dbc.Table([html.Thead(header), html.Tbody(rows)], size="sm", className="matrix mb-0", id="queue-matrix")
+
+
+def _throughput(snapshot):
+    figure = go.Figure()
+    for status, color in (("succeeded", "#198754"), ("failed", "#dc3545")):
+        points = [p for p in snapshot.get("throughput", []) if p["status"] == status]
+        figure.add_bar(x=[p["minute"] for p in points], y=[p["count"] for p in points], name=status, marker_color=color)
+    figure.update_layout(
+        barmode="stack", margin=dict(l=30, r=10, t=10, b=30), legend=dict(orientation="h"), uirevision="keep"
+    )
+    return figure
+
+
+def _workers(snapshot):
+    workers = snapshot.get("workers", [])
+    if not workers:
+        return html.P("No worker has reported in the last 15 seconds.", className="text-muted mb-0", id="workers-none")
+    return dbc.Table(
+        [
+            html.Thead(html.Tr([html.Th("worker"), html.Th("scope"), html.Th("concurrency"), html.Th("tasks run")])),
+            html.Tbody(
+                [
+                    html.Tr([html.Td(w["id"]), html.Td(w["scope"]), html.Td(w["concurrency"]), html.Td(w["tasks_run"])])
+                    for w in workers
+                ]
+            ),
+        ],
+        size="sm",
+        className="mb-0",
+        id="workers-table",
+    )

@@ -1,0 +1,23 @@
+"""Tasks page (placeholder until it is built)."""
+
+from __future__ import annotations
+
+from dash import html
+
+from core.permissions import Permission
+
+PATH = "/tasks"
+TITLE = "Tasks"
+PERMISSION = Permission.VIEW_TASKS
+
+
+def matches(path: str) -> bool:
+    return path == PATH
+
+
+def layout(ctx, user, path):
+    return html.P("Coming soon.")
+
+
+def register_callbacks(app, ctx) -> None:
+    pass
