@@ -303,6 +303,7 @@ def cmd_serve(args, settings, environ) -> int:
     from core.builtin_tasks import default_registry
     from core.embedded import start_embedded_broker, stop_embedded_broker
     from core.runtime import Runtime
+    from core.users import ensure_admin
     from core.worker import Worker, WorkerScope, WorkerThread
     from dashboard.app import create_app
 
@@ -315,6 +316,9 @@ def cmd_serve(args, settings, environ) -> int:
     runtime = None
     try:
         runtime = Runtime.open(settings, require_broker=True)
+        generated = ensure_admin(runtime.db, environ.get("SWITCHYARD_ADMIN_PASSWORD") or None)
+        if generated:
+            print(f"First start: created user 'admin' with password {generated} (shown once; change it)", flush=True)
         url = runtime.broker.broker.url
         for index in range(worker_count):
             # The first worker is a high-only pool: urgent work never waits behind a long task.

@@ -48,6 +48,8 @@ CANCEL_PERMISSION = Permission.CANCEL_TASKS
 
 
 def parse_role(value: object) -> Role:
+    if isinstance(value, Role):
+        return value
     try:
         return Role(str(value).strip().lower())
     except ValueError:

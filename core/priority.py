@@ -78,7 +78,9 @@ def parse_priority(value: object) -> Priority:
     return Priority(number)
 
 
-def parse_bucket(value: str) -> Bucket:
+def parse_bucket(value: str | Bucket) -> Bucket:
+    if isinstance(value, Bucket):
+        return value
     try:
         return Bucket(value.strip().lower())
     except (ValueError, AttributeError):
@@ -106,6 +108,8 @@ UPGRADE_TARGETS = {
 
 
 def parse_upgrade_action(value: object) -> UpgradeAction:
+    if isinstance(value, UpgradeAction):
+        return value
     try:
         return UpgradeAction(str(value).strip().lower())
     except ValueError:

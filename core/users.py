@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher
@@ -14,7 +15,7 @@ from core.audit import audit
 from core.errors import InvalidInput, NotAllowed
 from core.permissions import Permission, Role, parse_role
 from db.engine import Database
-from db.models import RolePermission, User, utcnow
+from db.models import RolePermission, User, WebSession, utcnow
 
 ACTION_PHRASES = {
     "prioritize": "prioritize tasks",
@@ -136,12 +137,11 @@ def create_user(db: Database, username: str, password: str, role: str | Role, *,
 
 @dataclass(frozen=True)
 class SignedIn:
-    """Who a successful sign-in is: enough for the web layer to build its session."""
+    """A successful sign-in: the session token the browser keeps, and who it is."""
 
-    user_id: int
+    token: str
     username: str
     role: Role
-    session_version: int
 
 
 WRONG_CREDENTIALS = "wrong user name or password"
@@ -171,16 +171,60 @@ def authenticate(db: Database, username: object, password: object, *, address: s
         if not ok:
             failure = NotAllowed(WRONG_CREDENTIALS)
         else:
-            user.last_login_at = utcnow()
-            return SignedIn(user.id, user.username, Role(user.role), user.session_version)
+            now = utcnow()
+            user.last_login_at = now
+            token = secrets.token_urlsafe(32)
+            session.add(
+                WebSession(
+                    id=token, user_id=user.id, session_version=user.session_version, created_at=now, address=address
+                )
+            )
+            return SignedIn(token, user.username, Role(user.role))
     raise failure
 
 
-def session_user(db: Database, user_id: int, session_version: int) -> Actor | None:
-    """The actor behind a browser session, if the session is still valid: the user exists, is
-    active, and neither password nor role changed since the session began."""
+def session_user(db: Database, token: object) -> Actor | None:
+    """The actor behind a browser session, if it is still valid: not signed out, the user
+    exists and is active, and neither password nor role changed since the sign-in."""
+    if not isinstance(token, str) or not 0 < len(token) <= 64:
+        return None
     with db.session() as session:
-        user = session.get(User, user_id)
-        if user is None or not user.active or user.session_version != session_version:
+        web_session = session.get(WebSession, token)
+        if web_session is None or web_session.ended_at is not None:
+            return None
+        user = session.get(User, web_session.user_id)
+        if user is None or not user.active or user.session_version != web_session.session_version:
             return None
         return load_actor(session, user.username)
+
+
+def end_session(db: Database, token: object, *, address: str | None = None) -> None:
+    """Sign out: the session's cookie is worthless from now on, wherever it was copied to."""
+    if not isinstance(token, str):
+        return
+    with db.session(write=True) as session:
+        web_session = session.get(WebSession, token)
+        if web_session is None or web_session.ended_at is not None:
+            return
+        web_session.ended_at = utcnow()
+        user = session.get(User, web_session.user_id)
+        audit(session, actor=user.username if user else None, action="sign_out", address=address)
+
+
+FIRST_ADMIN = "admin"
+
+
+def ensure_admin(db: Database, password: str | None = None) -> str | None:
+    """First start: when no active admin exists, create `admin`. Returns the password when it
+    was generated here (to be shown once), else None."""
+    with db.session() as session:
+        if session.scalar(select(User.id).where(User.role == Role.ADMIN.value, User.active.is_(True)).limit(1)):
+            return None
+        taken = session.scalar(select(User.id).where(User.username == FIRST_ADMIN)) is not None
+    if taken:
+        raise InvalidInput(
+            f"no active admin, and the name {FIRST_ADMIN!r} is taken: create one with `run.py users create`"
+        )
+    generated = None if password else secrets.token_urlsafe(12)
+    create_user(db, FIRST_ADMIN, password or generated, Role.ADMIN, created_by="first-start")
+    return generated

@@ -19,10 +19,9 @@ from urllib.parse import urlparse
 from flask import Flask, Response, abort, jsonify, redirect, request, session
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 
-from core.audit import audit
 from core.errors import NotAllowed
 from core.permissions import Permission, Role
-from core.users import authenticate, session_user
+from core.users import authenticate, end_session, session_user
 from db.engine import Database
 
 CSRF_COOKIE = "_csrf_token"
@@ -34,14 +33,13 @@ PUBLIC_PREFIXES = ("/login", "/assets/", "/_dash-component-suites/", "/favicon.i
 class ConsoleUser(UserMixin):
     """The signed-in user for one request; permissions come from the database each request."""
 
-    user_id: int
+    session_token: str
     username: str
     role: Role
     permissions: frozenset[Permission]
-    session_version: int
 
     def get_id(self) -> str:
-        return f"{self.user_id}:{self.session_version}"
+        return self.session_token
 
     def can(self, permission: Permission) -> bool:
         return permission in self.permissions
@@ -77,15 +75,11 @@ def install_auth(server: Flask, db: Database) -> None:
     manager.session_protection = "basic"
 
     @manager.user_loader
-    def load_user(identity: str) -> ConsoleUser | None:
-        try:
-            user_id, version = (int(part) for part in identity.split(":"))
-        except (ValueError, AttributeError):
-            return None
-        actor = session_user(db, user_id, version)
+    def load_user(token: str) -> ConsoleUser | None:
+        actor = session_user(db, token)
         if actor is None:
             return None
-        return ConsoleUser(user_id, actor.username, actor.role, actor.permissions, version)
+        return ConsoleUser(token, actor.username, actor.role, actor.permissions)
 
     @server.before_request
     def require_sign_in():
@@ -122,11 +116,7 @@ def install_auth(server: Flask, db: Database) -> None:
                 message = str(error)
             else:
                 session.clear()  # a new session id for the new identity
-                login_user(
-                    ConsoleUser(
-                        signed_in.user_id, signed_in.username, signed_in.role, frozenset(), signed_in.session_version
-                    )
-                )
+                login_user(ConsoleUser(signed_in.token, signed_in.username, signed_in.role, frozenset()))
                 csrf_token()
                 return redirect(_safe_next(request.args.get("next")))
         return _login_page(message, csrf_token()), 401 if message else 200
@@ -136,8 +126,7 @@ def install_auth(server: Flask, db: Database) -> None:
         if not _csrf_ok(request.form.get("csrf_token") or request.headers.get(CSRF_HEADER)):
             abort(400, "missing or wrong CSRF token")
         if current_user.is_authenticated:
-            with db.session(write=True) as db_session:
-                audit(db_session, actor=current_user.username, action="sign_out", address=client_address())
+            end_session(db, current_user.session_token, address=client_address())
         logout_user()
         session.clear()
         response = redirect("/login")

@@ -145,6 +145,19 @@ class User(Base):
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
+class WebSession(Base):
+    """A signed-in browser. The cookie only names the row, so signing out really ends it."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(Integer, index=True)
+    session_version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
 class RolePermission(Base):
     __tablename__ = "role_permissions"
 

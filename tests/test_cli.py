@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
-import urllib.request
 
 import pytest
+import requests
 
 from core.embedded import free_port, port_open
 from tests.conftest import PASSWORD, ROLE_USERS, ROOT, wait_until
@@ -140,14 +141,20 @@ def test_cli004_serve_starts_and_stops_its_own_broker(tmp_path, database_url):
         text=True,
     )
     try:
-        first_line = server.stdout.readline()
-        assert first_line.strip() == f"Switchyard console: http://127.0.0.1:{port}/"
+        first_start = server.stdout.readline().strip()
+        assert first_start.startswith("First start: created user 'admin' with password ")
+        password = first_start.split(" with password ")[1].split(" ")[0]
+        assert server.stdout.readline().strip() == f"Switchyard console: http://127.0.0.1:{port}/"
         url_file = tmp_path / "data" / "nats" / "url"
         broker_url = url_file.read_text()
         broker_port = int(broker_url.rsplit(":", 1)[1])
         assert broker_port != 4222 and port_open("127.0.0.1", broker_port)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
-            assert response.status == 200
+        browser = requests.Session()
+        form = browser.get(f"http://127.0.0.1:{port}/", timeout=10)
+        assert form.url.startswith(f"http://127.0.0.1:{port}/login")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
+        signed_in = browser.post(form.url, data={"username": "admin", "password": password, "csrf_token": token})
+        assert signed_in.status_code == 200 and signed_in.url == f"http://127.0.0.1:{port}/"
         # Commands started later on this machine find the embedded broker by themselves.
         dispatched = subprocess.run(
             [sys.executable, str(ROOT / "run.py"), "dispatch", "demo.echo"],
