@@ -111,6 +111,8 @@ class Task(Base):
         Index("ix_tasks_correlation_id", "correlation_id"),
         Index("ix_tasks_finished_at", "finished_at"),
         Index("ix_tasks_name", "name"),
+        Index("ix_tasks_priority_created_at", "priority", "created_at"),
+        Index("ix_tasks_status_priority_created_at", "status", "priority", "created_at"),
     )
 
 

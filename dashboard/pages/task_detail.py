@@ -1,10 +1,28 @@
-"""Task page (placeholder until it is built)."""
+"""One task: arguments, timeline, error, result, its pipeline (correlation id), its priority
+history, and the actions the signed-in user may take (same reason dialog and alert as the
+Tasks page: `tasks.action_controls()`, confirmed by the callbacks registered there).
+
+Everything a user or a task supplied (arguments, errors, results, reasons, names) is rendered
+as text children: Dash escapes them.
+"""
 
 from __future__ import annotations
 
-from dash import html
+import json
+from typing import Any
+from urllib.parse import unquote
 
+import dash_bootstrap_components as dbc
+from dash import ALL, Input, Output, State, dcc, html
+from dash import ctx as dash_ctx
+from dash.exceptions import PreventUpdate
+
+from core.errors import SwitchyardError
 from core.permissions import Permission
+from core.priority import Priority
+from dashboard.common import acting_user, address
+from dashboard.pages import tasks as tasks_page
+from db.queries import iso, tasks_with_correlation
 
 PATH = "/tasks/"
 TITLE = "Task"
@@ -15,9 +33,202 @@ def matches(path: str) -> bool:
     return path.startswith("/tasks/") and len(path) > len("/tasks/")
 
 
+def task_id_from_path(path: str) -> str:
+    return unquote(path[len("/tasks/") :]).strip("/")
+
+
 def layout(ctx, user, path):
-    return html.P("Coming soon.")
+    task_id = task_id_from_path(path or "")
+    return html.Div(
+        [
+            dcc.Link("← All tasks", href="/tasks", className="small", id="task-back"),
+            dcc.Store(id="task-detail-id", data=task_id),
+            tasks_page.action_controls(),
+            html.Div(render_detail(ctx, user, task_id), id="task-detail-body"),
+        ]
+    )
+
+
+# -- rendering -------------------------------------------------------------------------------
+
+
+def render_detail(ctx, user, task_id: str):
+    try:
+        task = ctx.service.describe_task(task_id)
+    except SwitchyardError as error:
+        return dbc.Alert(
+            [html.H2("Task not found", className="h5"), html.P(str(error), className="mb-0")],
+            color="warning",
+            id="task-not-found",
+            className="mt-3",
+        )
+    related: list[dict[str, Any]] = []
+    if task.get("correlation_id"):
+        with ctx.db.session() as session:
+            related = tasks_with_correlation(session, task["correlation_id"])
+    actions = tasks_page.allowed_actions(task["status"], task["priority"], user.permissions)
+    return html.Div(
+        [
+            html.H1([html.Span(task["name"], id="task-name"), " ", _status_badge(task["status"])], className="h4 mt-2"),
+            html.Div(["Task ", html.Code(task["id"], id="task-id")], className="text-muted mb-2"),
+            action_buttons(task["id"], actions),
+            dbc.Row(
+                [
+                    dbc.Col(_summary_card(task), lg=5),
+                    dbc.Col(
+                        [
+                            _card("Arguments", _pre(task["args"], "task-args")),
+                            _card("Error", _pre_text(task["error"], "task-error")) if task["error"] else None,
+                            _card("Result", _pre(task["result"], "task-result")) if task["result"] is not None else None,
+                        ],
+                        lg=7,
+                    ),
+                ],
+                className="g-3 mt-1",
+            ),
+            _card(
+                f"Correlation id {task['correlation_id']}" if task["correlation_id"] else "Correlation id",
+                _related_table(task["id"], related),
+            ),
+            _card("Priority history", _history_table(task["priority_history"])),
+        ]
+    )
+
+
+def action_buttons(task_id: str, actions: list[str]):
+    buttons = [
+        html.Button(
+            tasks_page.ACTION_LABELS[action],
+            id={"type": "task-action", "action": action, "task": task_id},
+            className=f"btn btn-sm btn-outline-primary me-2 task-action action-{action}",
+            type="button",
+            **{"data-task-id": task_id, "data-action": action},
+        )
+        for action in actions
+    ]
+    return html.Div(buttons, className="task-detail-actions mb-2", id="task-detail-actions")
+
+
+def _status_badge(status: str):
+    colors = {"queued": "primary", "running": "info", "succeeded": "success", "failed": "danger"}
+    return dbc.Badge(status, color=colors.get(status, "secondary"), id="task-status", className="align-middle")
+
+
+def _card(title: str, body):
+    return dbc.Card([dbc.CardHeader(title), dbc.CardBody(body)], className="mb-3")
+
+
+def _pre(value: Any, element_id: str):
+    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    return html.Pre(text, id=element_id, className="mb-0")
+
+
+def _pre_text(value: str | None, element_id: str):
+    return html.Pre(value or "", id=element_id, className="mb-0 text-danger")
+
+
+def _summary_card(task: dict[str, Any]):
+    priority = task["priority"]
+    fields = [
+        ("Priority", f"{priority} ({Priority(priority).label})", "task-priority"),
+        ("Bucket", task["bucket"], "task-bucket"),
+        ("Category · phase", f"{task['category']} · {task['phase']}", "task-category"),
+        ("Created", task["created_at"], "task-created"),
+        ("Queued", task["queued_at"], "task-queued"),
+        ("Started", task["started_at"], "task-started"),
+        ("Finished", task["finished_at"], "task-finished"),
+        ("Attempts", f"{task['attempts']} / {task['max_attempts']}", "task-attempts"),
+        ("Worker", task["worker_id"], "task-worker"),
+        ("Generation", task["generation"], "task-generation"),
+        ("Created by", task["created_by"], "task-created-by"),
+    ]
+    if task.get("publish_pending"):
+        fields.append(("Broker", "waiting to be published", "task-publish-pending"))
+    rows = [
+        html.Tr([html.Th(label, className="fw-normal text-muted"), html.Td("–" if value is None else str(value), id=i)])
+        for label, value, i in fields
+    ]
+    return _card("Timeline", dbc.Table(html.Tbody(rows), size="sm", className="mb-0", id="task-timeline"))
+
+
+def _related_table(task_id: str, related: list[dict[str, Any]]):
+    others = [r for r in related if r["id"] != task_id]
+    if not others:
+        return html.P("No other task shares this correlation id.", className="text-muted mb-0", id="task-related")
+    rows = [
+        html.Tr(
+            [
+                html.Td(dcc.Link(r["id"], href=f"/tasks/{r['id']}", className="task-link")),
+                html.Td(r["name"]),
+                html.Td(f"{r['category']} · {r['phase']}"),
+                html.Td(r["status"]),
+                html.Td(r["priority"]),
+                html.Td(iso(r["created_at"])),
+            ]
+        )
+        for r in others
+    ]
+    header = html.Tr([html.Th(h) for h in ("id", "name", "category · phase", "status", "priority", "created")])
+    return dbc.Table([html.Thead(header), html.Tbody(rows)], size="sm", className="mb-0", id="task-related")
+
+
+def _history_table(history: list[dict[str, Any]]):
+    if not history:
+        return html.P("Never changed.", className="text-muted mb-0", id="task-history")
+    header = html.Tr([html.Th(h) for h in ("when", "from → to", "action", "by", "reason")])
+    rows = [
+        html.Tr(
+            [
+                html.Td(h["changed_at"]),
+                html.Td(f"{h['from_priority']} ({h['from_bucket']}) → {h['to_priority']} ({h['to_bucket']})"),
+                html.Td(h["action"]),
+                html.Td(h["changed_by"]),
+                html.Td(h["reason"]),
+            ]
+        )
+        for h in history
+    ]
+    return dbc.Table([html.Thead(header), html.Tbody(rows)], size="sm", className="mb-0", id="task-history")
+
+
+# -- callbacks -------------------------------------------------------------------------------
+
+
+def clicked_action(triggered_id: Any, triggered_value: Any) -> tuple[str, str] | None:
+    """(task_id, action) from a real click on one of this page's buttons; None otherwise."""
+    if not triggered_value or not isinstance(triggered_id, dict):
+        return None
+    task_id, action = triggered_id.get("task"), triggered_id.get("action")
+    if not isinstance(task_id, str) or action not in tasks_page.ACTIONS:
+        return None
+    return task_id, action
 
 
 def register_callbacks(app, ctx) -> None:
-    pass
+    serializer = tasks_page.signer(app.server.secret_key)
+
+    @app.callback(
+        *tasks_page.SHARED_OUTPUTS,
+        Input({"type": "task-action", "action": ALL, "task": ALL}, "n_clicks"),
+        prevent_initial_call=True,
+    )
+    def button_action(_clicks):
+        # Re-rendering the buttons fires this with n_clicks None (DESIGN section 8): only a
+        # truthy triggering value is a click.
+        triggered = dash_ctx.triggered[0] if dash_ctx.triggered else {}
+        clicked = clicked_action(dash_ctx.triggered_id, triggered.get("value"))
+        if clicked is None:
+            raise PreventUpdate
+        task_id, action = clicked
+        return tasks_page.request_action(ctx, serializer, acting_user(), task_id, action, client=address())
+
+    @app.callback(
+        Output("task-detail-body", "children"),
+        Input("task-action-done", "data"),
+        State("task-detail-id", "data"),
+        prevent_initial_call=True,
+    )
+    def refresh(done, task_id):
+        if not done or not isinstance(task_id, str):
+            raise PreventUpdate
+        return render_detail(ctx, acting_user(), task_id)
