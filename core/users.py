@@ -23,6 +23,12 @@ ACTION_PHRASES = {
     "critical": "make tasks critical",
     "cancel": "cancel tasks",
     "retry": "retry tasks",
+    "user.create": "manage users",
+    "user.role": "manage users",
+    "user.disable": "manage users",
+    "user.enable": "manage users",
+    "user.password": "manage users",
+    "user.list": "manage users",
 }
 
 USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")

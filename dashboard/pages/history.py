@@ -1,23 +1,437 @@
-"""History page (placeholder until it is built)."""
+"""History: who upgraded what, when, and whether it helped.
+
+Filters (UTC dates, action, user, category, text in the reason) drive four charts aggregated in
+SQL by core.history, a table of the newest matching priority_history rows (capped at
+TABLE_LIMIT, paged in the browser) and a CSV download of every matching row (up to
+EXPORT_LIMIT). Managers and admins only (view_history); every callback re-checks it.
+"""
 
 from __future__ import annotations
 
-from dash import html
+from datetime import datetime, timedelta, timezone
 
+import dash_ag_grid as dag
+import dash_bootstrap_components as dbc
+import plotly.graph_objects as go
+from dash import Input, Output, State, dcc, html
+from dash.exceptions import PreventUpdate
+
+from core import history as core_history
+from core.errors import SwitchyardError
 from core.permissions import Permission
+from core.priority import PHASES, UpgradeAction
+from dashboard.common import acting_user
 
 PATH = "/history"
 TITLE = "History"
 PERMISSION = Permission.VIEW_HISTORY
+
+TABLE_LIMIT = core_history.TABLE_LIMIT
+EXPORT_LIMIT = 250_000
+DEFAULT_DAYS = 7
+ACTION_COLORS = {"prioritize": "#0d6efd", "urgent": "#fd7e14", "critical": "#dc3545"}
+ACTIONS = [a.value for a in UpgradeAction]
+
+FILTERS = [
+    Input("history-dates", "start_date"),
+    Input("history-dates", "end_date"),
+    Input("history-action", "value"),
+    Input("history-user", "value"),
+    Input("history-category", "value"),
+    Input("history-text", "value"),
+]
+
+COLUMNS = [
+    {"field": "changed_at", "headerName": "changed (UTC)", "minWidth": 190},
+    {"field": "task_id", "headerName": "task", "minWidth": 150},
+    {"field": "task_name", "headerName": "name"},
+    {"field": "category"},
+    {"field": "phase"},
+    {"field": "action", "maxWidth": 120},
+    {"field": "from_priority", "headerName": "from", "maxWidth": 90},
+    {"field": "to_priority", "headerName": "to", "maxWidth": 90},
+    {"field": "changed_by", "headerName": "by"},
+    {"field": "reason", "minWidth": 240, "flex": 2},
+]
 
 
 def matches(path: str) -> bool:
     return path == PATH
 
 
+def _today() -> datetime:
+    return datetime.now(timezone.utc)
+
+
 def layout(ctx, user, path):
-    return html.P("Coming soon.")
+    today = _today().date()
+    try:
+        options = core_history.filter_options(ctx.db)
+    except SwitchyardError:
+        options = {"users": [], "categories": []}
+    categories = sorted(set(options["categories"]) | set(ctx.runtime.settings.categories))
+    filters = dbc.Row(
+        [
+            dbc.Col(
+                [
+                    dbc.Label("Dates (UTC)", html_for="history-dates"),
+                    html.Div(
+                        dcc.DatePickerRange(
+                            id="history-dates",
+                            start_date=(today - timedelta(days=DEFAULT_DAYS - 1)).isoformat(),
+                            end_date=today.isoformat(),
+                            display_format="YYYY-MM-DD",
+                            clearable=True,
+                            minimum_nights=0,
+                        )
+                    ),
+                ],
+                md="auto",
+            ),
+            dbc.Col(
+                [
+                    dbc.Label("Action", html_for="history-action"),
+                    dcc.Dropdown(id="history-action", options=ACTIONS, placeholder="any action"),
+                ],
+                md=2,
+            ),
+            dbc.Col(
+                [
+                    dbc.Label("User", html_for="history-user"),
+                    dcc.Dropdown(id="history-user", options=options["users"], placeholder="any user"),
+                ],
+                md=2,
+            ),
+            dbc.Col(
+                [
+                    dbc.Label("Category", html_for="history-category"),
+                    dcc.Dropdown(id="history-category", options=categories, placeholder="any category"),
+                ],
+                md=2,
+            ),
+            dbc.Col(
+                [
+                    dbc.Label("Reason contains", html_for="history-text"),
+                    dbc.Input(id="history-text", type="text", debounce=True, maxLength=200, placeholder="text"),
+                ],
+                md=2,
+            ),
+        ],
+        className="g-3 mb-3 align-items-end",
+    )
+
+    def chart(title: str, graph_id: str, height: str = "300px"):
+        return dbc.Card(
+            [
+                dbc.CardHeader(title),
+                dbc.CardBody(
+                    dcc.Loading(dcc.Graph(id=graph_id, config={"displayModeBar": False}, style={"height": height}))
+                ),
+            ]
+        )
+
+    return html.Div(
+        [
+            html.H1("Priority history", className="h4 mb-3"),
+            filters,
+            html.Div(id="history-errors"),
+            html.P(id="history-summary", className="text-muted"),
+            dbc.Row(
+                [
+                    dbc.Col(chart("Upgrades over time, by action", "history-over-time"), lg=7),
+                    dbc.Col(chart("Upgrades by user", "history-by-user"), lg=5),
+                ],
+                className="g-3 mb-3",
+            ),
+            dbc.Row(
+                [
+                    dbc.Col(chart("Upgrades by category and phase", "history-by-category"), lg=5),
+                    dbc.Col(
+                        dbc.Card(
+                            [
+                                dbc.CardHeader("Queue wait of upgraded tasks: before vs after the upgrade"),
+                                dbc.CardBody(
+                                    [
+                                        dcc.Loading(
+                                            dcc.Graph(
+                                                id="history-wait",
+                                                config={"displayModeBar": False},
+                                                style={"height": "260px"},
+                                            )
+                                        ),
+                                        html.Div(id="history-wait-summary"),
+                                    ]
+                                ),
+                            ]
+                        ),
+                        lg=7,
+                    ),
+                ],
+                className="g-3 mb-3",
+            ),
+            dbc.Card(
+                [
+                    dbc.CardHeader(
+                        dbc.Row(
+                            [
+                                dbc.Col(html.Span(id="history-table-caption")),
+                                dbc.Col(
+                                    [
+                                        dbc.Button(
+                                            "Download CSV",
+                                            id="history-download",
+                                            color="secondary",
+                                            size="sm",
+                                            title=f"every matching row, up to {EXPORT_LIMIT:,}",
+                                        ),
+                                        dcc.Download(id="history-download-data"),
+                                    ],
+                                    width="auto",
+                                ),
+                            ],
+                            className="align-items-center",
+                        )
+                    ),
+                    dbc.CardBody(
+                        dag.AgGrid(
+                            id="history-table",
+                            columnDefs=COLUMNS,
+                            rowData=[],
+                            defaultColDef={"sortable": True, "resizable": True, "flex": 1, "minWidth": 90},
+                            dashGridOptions={"pagination": True, "paginationPageSize": 50},
+                            style={"height": "520px"},
+                        )
+                    ),
+                ]
+            ),
+        ]
+    )
+
+
+def _filter(start_date, end_date, action, user, category, text):
+    return core_history.make_filter(start_date, end_date, action, user, category, text)
 
 
 def register_callbacks(app, ctx) -> None:
-    pass
+    @app.callback(
+        Output("history-over-time", "figure"),
+        Output("history-by-user", "figure"),
+        Output("history-by-category", "figure"),
+        Output("history-wait", "figure"),
+        Output("history-wait-summary", "children"),
+        Output("history-table", "rowData"),
+        Output("history-table-caption", "children"),
+        Output("history-summary", "children"),
+        Output("history-errors", "children"),
+        *FILTERS,
+    )
+    def refresh(start_date, end_date, action, user_name, category, text):
+        user = acting_user()
+        if not user.can(Permission.VIEW_HISTORY):
+            raise PreventUpdate
+        try:
+            f = _filter(start_date, end_date, action, user_name, category, text)
+            over_time = core_history.upgrades_over_time(ctx.db, f)
+            by_user = core_history.upgrades_by_user(ctx.db, f)
+            by_category = core_history.upgrades_by_category_phase(ctx.db, f)
+            wait = core_history.queue_wait(ctx.db, f)
+            table = core_history.history_rows(ctx.db, f, limit=TABLE_LIMIT)
+        except SwitchyardError as error:
+            empty = _empty_figure(str(error))
+            alert = dbc.Alert(str(error), color="danger", className="py-2")
+            return empty, empty, empty, empty, None, [], "", "", alert
+        total = table["total"]
+        shown = len(table["rows"])
+        caption = (
+            f"Newest {shown:,} of {total:,} matching changes (the table is capped at {TABLE_LIMIT:,}; "
+            "Download CSV has them all)"
+            if total > shown
+            else f"{total:,} matching change{'s' if total != 1 else ''}"
+        )
+        summary = f"{total:,} upgrade{'s' if total != 1 else ''} match; charts are per {over_time['unit']} (UTC)."
+        return (
+            _over_time_figure(over_time),
+            _by_user_figure(by_user),
+            _by_category_figure(by_category),
+            _wait_figure(wait),
+            _wait_table(wait),
+            table["rows"],
+            caption,
+            summary,
+            None,
+        )
+
+    @app.callback(
+        Output("history-download-data", "data"),
+        Output("history-errors", "children", allow_duplicate=True),
+        Input("history-download", "n_clicks"),
+        *[State(i.component_id, i.component_property) for i in FILTERS],
+        prevent_initial_call=True,
+    )
+    def download(n_clicks, start_date, end_date, action, user_name, category, text):
+        user = acting_user()
+        if not n_clicks or not user.can(Permission.VIEW_HISTORY):
+            raise PreventUpdate
+        try:
+            f = _filter(start_date, end_date, action, user_name, category, text)
+            content = core_history.export_csv(ctx.db, f, limit=EXPORT_LIMIT)
+        except SwitchyardError as error:
+            return None, dbc.Alert(str(error), color="danger", className="py-2")
+        stamp = _today().strftime("%Y%m%d-%H%M%S")
+        return dcc.send_string(content, f"priority-history-{stamp}.csv", type="text/csv"), None
+
+
+# -- figures ------------------------------------------------------------------------------------
+
+
+def _layout(figure: go.Figure, **extra) -> go.Figure:
+    figure.update_layout(
+        margin=dict(l=40, r=10, t=10, b=40),
+        legend=dict(orientation="h", y=-0.2),
+        template="plotly_white",
+        **extra,
+    )
+    return figure
+
+
+def _empty_figure(text: str = "No upgrades match the filters.") -> go.Figure:
+    figure = go.Figure()
+    figure.add_annotation(text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    figure.update_xaxes(visible=False)
+    figure.update_yaxes(visible=False)
+    return _layout(figure)
+
+
+def _over_time_figure(data) -> go.Figure:
+    points = data["points"]
+    if not points:
+        return _empty_figure()
+    figure = go.Figure()
+    for action in ACTIONS:
+        mine = [p for p in points if p["action"] == action]
+        if mine:
+            figure.add_bar(
+                x=[p["at"] for p in mine],
+                y=[p["count"] for p in mine],
+                name=action,
+                marker_color=ACTION_COLORS.get(action),
+            )
+    return _layout(figure, barmode="stack", yaxis_title="upgrades", xaxis_title=f"per {data['unit']} (UTC)")
+
+
+def _by_user_figure(rows) -> go.Figure:
+    if not rows:
+        return _empty_figure()
+    users: list[str] = []
+    for row in rows:
+        if row["user"] not in users:
+            users.append(row["user"])
+    users = users[:25]
+    figure = go.Figure()
+    for action in ACTIONS:
+        counts = {r["user"]: r["count"] for r in rows if r["action"] == action}
+        if counts:
+            figure.add_bar(
+                y=users,
+                x=[counts.get(u, 0) for u in users],
+                name=action,
+                orientation="h",
+                marker_color=ACTION_COLORS.get(action),
+            )
+    figure.update_yaxes(autorange="reversed", type="category")
+    return _layout(figure, barmode="stack", xaxis_title="upgrades")
+
+
+def _by_category_figure(rows) -> go.Figure:
+    if not rows:
+        return _empty_figure()
+    categories = sorted({r["category"] for r in rows})
+    phases = [p for p in PHASES if any(r["phase"] == p for r in rows)]
+    phases += sorted({r["phase"] for r in rows} - set(phases))
+    counts = {(r["category"], r["phase"]): r["count"] for r in rows}
+    z = [[counts.get((c, p), 0) for p in phases] for c in categories]
+    figure = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=phases,
+            y=categories,
+            text=[[str(v) if v else "" for v in row] for row in z],
+            texttemplate="%{text}",
+            colorscale="Blues",
+            hovertemplate="%{y} · %{x}: %{z}<extra></extra>",
+        )
+    )
+    figure.update_xaxes(type="category")
+    figure.update_yaxes(type="category")
+    return _layout(figure)
+
+
+def _wait_figure(wait) -> go.Figure:
+    bins = wait["bins"]
+    if not any(b["before"] or b["after"] for b in bins):
+        return _empty_figure("No waits to show.")
+    figure = go.Figure()
+    figure.add_bar(
+        x=[b["bin"] for b in bins], y=[b["before"] for b in bins], name="before upgrade", marker_color="#6c757d"
+    )
+    figure.add_bar(
+        x=[b["bin"] for b in bins],
+        y=[b["after"] for b in bins],
+        name="after upgrade (until started)",
+        marker_color="#198754",
+    )
+    figure.update_xaxes(type="category")
+    return _layout(figure, barmode="group", yaxis_title="upgrades")
+
+
+def _duration(seconds) -> str:
+    if seconds is None:
+        return "–"
+    seconds = float(seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _wait_table(wait):
+    rows = wait["summary"]
+    if not rows:
+        return None
+    return dbc.Table(
+        [
+            html.Thead(
+                html.Tr(
+                    [
+                        html.Th("action"),
+                        html.Th("upgrades"),
+                        html.Th("avg wait before"),
+                        html.Th("max before"),
+                        html.Th("started"),
+                        html.Th("avg wait after"),
+                        html.Th("max after"),
+                    ]
+                )
+            ),
+            html.Tbody(
+                [
+                    html.Tr(
+                        [
+                            html.Td(r["action"]),
+                            html.Td(r["upgrades"]),
+                            html.Td(_duration(r["before_avg_s"])),
+                            html.Td(_duration(r["before_max_s"])),
+                            html.Td(r["after_n"]),
+                            html.Td(_duration(r["after_avg_s"])),
+                            html.Td(_duration(r["after_max_s"])),
+                        ]
+                    )
+                    for r in rows
+                ]
+            ),
+        ],
+        size="sm",
+        className="mb-0 mt-2",
+        id="history-wait-table",
+    )

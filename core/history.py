@@ -1,0 +1,456 @@
+"""Priority history analytics: read-only queries over priority_history joined with tasks.
+
+Everything is aggregated in SQL (GROUP BY) so the charts cost the same at 100,000 history rows
+as at 100. Times are UTC: filters take aware datetimes; `start` is inclusive, `end` exclusive.
+SQLite hands back aggregates (strftime, MIN, MAX) as naive text, so results are normalised to
+aware UTC here.
+
+Waits, in seconds, for each upgrade:
+- before: changed_at - tasks.queued_at (how long the task had waited when someone upgraded it);
+- after:  tasks.started_at - changed_at (how long it still waited once upgraded).
+Rows where the difference is negative (the task was retried later, which resets queued_at and
+started_at) or unknown (not started yet) are left out of that measure.
+
+The page needs VIEW_HISTORY; routing and the page's callbacks check it. Nothing here writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Any, Iterator
+
+from sqlalchemy import and_, case, func, literal, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from core.errors import InvalidInput
+from core.priority import parse_upgrade_action
+from db.engine import Database
+from db.models import PriorityHistory as H
+from db.models import Task as T
+
+TABLE_LIMIT = 1000  # rows the page's table shows (newest first)
+EXPORT_LIMIT = 1_000_000  # rows a CSV export may hold
+HOURLY_MAX_SPAN = timedelta(days=7)  # up to this range the time chart is per hour, above it per day
+
+# Histogram bins for the wait chart: (label, upper bound in seconds, exclusive).
+WAIT_BINS: tuple[tuple[str, float], ...] = (
+    ("< 10 s", 10),
+    ("10-60 s", 60),
+    ("1-5 min", 300),
+    ("5-15 min", 900),
+    ("15-60 min", 3600),
+    ("1-4 h", 14_400),
+    ("> 4 h", float("inf")),
+)
+
+CSV_COLUMNS = (
+    "id",
+    "changed_at",
+    "task_id",
+    "task_name",
+    "category",
+    "phase",
+    "action",
+    "from_priority",
+    "to_priority",
+    "from_bucket",
+    "to_bucket",
+    "changed_by",
+    "reason",
+    "queued_at",
+    "started_at",
+    "status",
+)
+
+
+@dataclass(frozen=True)
+class HistoryFilter:
+    start: datetime | None = None
+    end: datetime | None = None
+    action: str | None = None
+    user: str | None = None
+    category: str | None = None
+    text: str | None = None
+
+
+def _aware(value: datetime | None, what: str) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise InvalidInput(f"{what} must be a date and time")
+    if value.tzinfo is None:
+        raise InvalidInput(f"{what} must carry a time zone (UTC)")
+    return value.astimezone(timezone.utc)
+
+
+def _day(value: object, what: str) -> date | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value)[:10])
+    except ValueError:
+        raise InvalidInput(f"{what} must be a date like 2025-01-31, not {str(value)[:32]!r}") from None
+
+
+def make_filter(
+    start_date: object = None,
+    end_date: object = None,
+    action: object = None,
+    user: object = None,
+    category: object = None,
+    text: object = None,
+) -> HistoryFilter:
+    """A filter from what a form sends: dates (YYYY-MM-DD, end day included) and optional strings."""
+    first, last = _day(start_date, "the start date"), _day(end_date, "the end date")
+    if first and last and last < first:
+        raise InvalidInput("the end date is before the start date")
+
+    def text_or_none(value: object, what: str, limit: int) -> str | None:
+        if value in (None, ""):
+            return None
+        if not isinstance(value, str) or len(value) > limit:
+            raise InvalidInput(f"{what} must be text of at most {limit} characters")
+        return value.strip() or None
+
+    return HistoryFilter(
+        start=datetime.combine(first, time(), timezone.utc) if first else None,
+        end=datetime.combine(last + timedelta(days=1), time(), timezone.utc) if last else None,
+        action=parse_upgrade_action(action).value if action not in (None, "") else None,
+        user=text_or_none(user, "the user", 64),
+        category=text_or_none(category, "the category", 32),
+        text=text_or_none(text, "the search text", 200),
+    )
+
+
+def _history_conditions(f: HistoryFilter) -> list[ColumnElement]:
+    """The conditions on priority_history alone."""
+    conditions: list[ColumnElement] = []
+    start, end = _aware(f.start, "start"), _aware(f.end, "end")
+    if start is not None:
+        conditions.append(H.changed_at >= start)
+    if end is not None:
+        conditions.append(H.changed_at < end)
+    if f.action:
+        conditions.append(H.action == f.action)
+    if f.user:
+        conditions.append(H.changed_by == f.user)
+    if f.text:
+        conditions.append(func.lower(H.reason).contains(f.text.lower(), autoescape=True))
+    return conditions
+
+
+def _task_conditions(f: HistoryFilter) -> list[ColumnElement]:
+    """The conditions on the joined tasks row."""
+    return [T.category == f.category] if f.category else []
+
+
+def _conditions(f: HistoryFilter) -> list[ColumnElement]:
+    return _history_conditions(f) + _task_conditions(f)
+
+
+def _joined(*columns):
+    return select(*columns).select_from(H).outerjoin(T, T.id == H.task_id)
+
+
+def _needs_join(f: HistoryFilter) -> bool:
+    return bool(f.category)
+
+
+def _utc(value: Any) -> datetime | None:
+    """Aggregates come back naive (or as text on SQLite): make them aware UTC."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def _seconds_between(db: Database, later, earlier) -> ColumnElement:
+    if db.is_sqlite:
+        return (func.julianday(later) - func.julianday(earlier)) * 86400.0
+    return func.extract("epoch", later - earlier)
+
+
+# -- the charts ---------------------------------------------------------------------------------
+
+
+def time_range(db: Database, f: HistoryFilter) -> tuple[datetime | None, datetime | None]:
+    """First and last change matching the filter (None, None when there is none)."""
+    query = (_joined if _needs_join(f) else lambda *c: select(*c))(func.min(H.changed_at), func.max(H.changed_at))
+    with db.session() as session:
+        first, last = session.execute(query.where(*_conditions(f))).one()
+    return _utc(first), _utc(last)
+
+
+def granularity(db: Database, f: HistoryFilter) -> str:
+    """'hour' for ranges up to HOURLY_MAX_SPAN, else 'day'. Open ends take the data's extent."""
+    start, end = _aware(f.start, "start"), _aware(f.end, "end")
+    if start is None or end is None:
+        first, last = time_range(db, f)
+        start = start or first
+        end = end or (last + timedelta(seconds=1) if last else None)
+    if start is None or end is None:
+        return "hour"
+    return "hour" if end - start <= HOURLY_MAX_SPAN else "day"
+
+
+def upgrades_over_time(db: Database, f: HistoryFilter, unit: str | None = None) -> dict[str, Any]:
+    """{'unit': 'hour'|'day', 'points': [{'at': aware datetime, 'action': str, 'count': int}]}"""
+    unit = unit or granularity(db, f)
+    if unit not in ("hour", "day"):
+        raise InvalidInput("the time unit is hour or day")
+    if db.is_sqlite:
+        # SQLite keeps 'YYYY-MM-DD HH:MM:SS.ffffff' text: cutting it is far cheaper than strftime.
+        bucket = func.substr(H.changed_at, 1, 13 if unit == "hour" else 10).concat(
+            ":00:00" if unit == "hour" else " 00:00:00"
+        )
+    else:
+        bucket = func.date_trunc(unit, H.changed_at)
+    bucket = bucket.label("at")
+    base = _joined if _needs_join(f) else lambda *c: select(*c)
+    query = base(bucket, H.action, func.count().label("n")).where(*_conditions(f)).group_by(bucket, H.action)
+    with db.session() as session:
+        rows = session.execute(query.order_by(bucket, H.action)).all()
+    return {"unit": unit, "points": [{"at": _utc(at), "action": action, "count": n} for at, action, n in rows]}
+
+
+def upgrades_by_user(db: Database, f: HistoryFilter) -> list[dict[str, Any]]:
+    """[{'user', 'action', 'count'}], users with the most upgrades first."""
+    base = _joined if _needs_join(f) else lambda *c: select(*c)
+    query = (
+        base(H.changed_by, H.action, func.count().label("n")).where(*_conditions(f)).group_by(H.changed_by, H.action)
+    )
+    with db.session() as session:
+        rows = session.execute(query).all()
+    totals: dict[str, int] = {}
+    for user, _action, n in rows:
+        totals[user] = totals.get(user, 0) + n
+    rows = sorted(rows, key=lambda r: (-totals[r[0]], r[0], r[1]))
+    return [{"user": user, "action": action, "count": n} for user, action, n in rows]
+
+
+def upgrades_by_category_phase(db: Database, f: HistoryFilter) -> list[dict[str, Any]]:
+    """[{'category', 'phase', 'count'}]; a task that no longer exists counts as '(unknown)'."""
+    per_task = (
+        select(H.task_id.label("task_id"), func.count().label("n"))
+        .where(*_history_conditions(f))
+        .group_by(H.task_id)
+        .subquery()
+    )
+    category = func.coalesce(T.category, literal("(unknown)")).label("category")
+    phase = func.coalesce(T.phase, literal("(unknown)")).label("phase")
+    query = (
+        select(category, phase, func.sum(per_task.c.n))
+        .select_from(per_task)
+        .outerjoin(T, T.id == per_task.c.task_id)
+        .where(*_task_conditions(f))
+        .group_by(category, phase)
+        .order_by(category, phase)
+    )
+    with db.session() as session:
+        rows = session.execute(query).all()
+    return [{"category": c, "phase": p, "count": int(n)} for c, p, n in rows]
+
+
+def queue_wait(db: Database, f: HistoryFilter) -> dict[str, Any]:
+    """Queue wait of upgraded tasks before and after the upgrade.
+
+    {'summary': [{'action', 'upgrades', 'before_n', 'before_avg_s', 'before_max_s',
+                  'after_n', 'after_avg_s', 'after_max_s'}],
+     'bins': [{'bin', 'before', 'after'}]}   (counts per WAIT_BINS bin, every bin present)
+    """
+    before_raw = _seconds_between(db, H.changed_at, T.queued_at)
+    after_raw = _seconds_between(db, T.started_at, H.changed_at)
+    # Per row: the two waits (NULL when unknown or negative), computed once in a subquery.
+    per_row = (
+        _joined(
+            H.action.label("action"),
+            case((and_(T.queued_at.is_not(None), T.queued_at <= H.changed_at), before_raw), else_=None).label("b"),
+            case((and_(T.started_at.is_not(None), T.started_at >= H.changed_at), after_raw), else_=None).label("a"),
+        )
+        .where(*_conditions(f))
+        # MATERIALIZED: compute each wait once, not once per reference (SQLite >= 3.35, PostgreSQL 12+).
+        .cte("waits")
+        .prefix_with("MATERIALIZED")
+    )
+
+    def bin_of(seconds) -> ColumnElement:
+        whens = [(seconds < limit, literal(i)) for i, (_, limit) in enumerate(WAIT_BINS[:-1])]
+        return case((seconds.is_(None), literal(-1)), *whens, else_=literal(len(WAIT_BINS) - 1))
+
+    before_bin = bin_of(per_row.c.b).label("bb")
+    after_bin = bin_of(per_row.c.a).label("ab")
+    # One scan: group by action and both bins (at most 3 x 8 x 8 groups), finish in Python.
+    query = select(
+        per_row.c.action,
+        before_bin,
+        after_bin,
+        func.count(),
+        func.sum(per_row.c.b),
+        func.max(per_row.c.b),
+        func.sum(per_row.c.a),
+        func.max(per_row.c.a),
+    ).group_by(per_row.c.action, before_bin, after_bin)
+    with db.session() as session:
+        groups = session.execute(query).all()
+
+    summary: dict[str, dict[str, Any]] = {}
+    before_bins = [0] * len(WAIT_BINS)
+    after_bins = [0] * len(WAIT_BINS)
+    for action, bb, ab, n, bsum, bmax, asum, amax in groups:
+        row = summary.setdefault(
+            action,
+            {
+                "action": action,
+                "upgrades": 0,
+                "before_n": 0,
+                "before_sum": 0.0,
+                "before_max_s": None,
+                "after_n": 0,
+                "after_sum": 0.0,
+                "after_max_s": None,
+            },
+        )
+        row["upgrades"] += n
+        if bb >= 0:
+            before_bins[bb] += n
+            row["before_n"] += n
+            row["before_sum"] += float(bsum)
+            row["before_max_s"] = max(float(bmax), row["before_max_s"] or 0.0)
+        if ab >= 0:
+            after_bins[ab] += n
+            row["after_n"] += n
+            row["after_sum"] += float(asum)
+            row["after_max_s"] = max(float(amax), row["after_max_s"] or 0.0)
+
+    def num(value) -> float | None:
+        return None if value is None else round(float(value), 3)
+
+    result = []
+    for action in sorted(summary):
+        row = summary[action]
+        result.append(
+            {
+                "action": action,
+                "upgrades": row["upgrades"],
+                "before_n": row["before_n"],
+                "before_avg_s": num(row["before_sum"] / row["before_n"]) if row["before_n"] else None,
+                "before_max_s": num(row["before_max_s"]),
+                "after_n": row["after_n"],
+                "after_avg_s": num(row["after_sum"] / row["after_n"]) if row["after_n"] else None,
+                "after_max_s": num(row["after_max_s"]),
+            }
+        )
+    return {
+        "summary": result,
+        "bins": [
+            {"bin": label, "before": before_bins[i], "after": after_bins[i]} for i, (label, _) in enumerate(WAIT_BINS)
+        ],
+    }
+
+
+def filter_options(db: Database) -> dict[str, list[str]]:
+    """Distinct users and categories that appear in the history (for the filter dropdowns)."""
+    with db.session() as session:
+        users = session.scalars(select(H.changed_by).distinct().order_by(H.changed_by)).all()
+        categories = session.scalars(
+            select(T.category).where(T.id.in_(select(H.task_id))).distinct().order_by(T.category)
+        ).all()
+    return {"users": list(users), "categories": list(categories)}
+
+
+# -- the table and the export ------------------------------------------------------------------
+
+
+def _row_columns():
+    return (
+        H.id,
+        H.changed_at,
+        H.task_id,
+        T.name,
+        T.category,
+        T.phase,
+        H.action,
+        H.from_priority,
+        H.to_priority,
+        H.from_bucket,
+        H.to_bucket,
+        H.changed_by,
+        H.reason,
+        T.queued_at,
+        T.started_at,
+        T.status,
+    )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(timezone.utc).isoformat()
+
+
+def count_rows(db: Database, f: HistoryFilter) -> int:
+    base = _joined if _needs_join(f) else lambda *c: select(*c).select_from(H)
+    with db.session() as session:
+        return int(session.scalar(base(func.count()).where(*_conditions(f))))
+
+
+def history_rows(db: Database, f: HistoryFilter, *, limit: int = TABLE_LIMIT, offset: int = 0) -> dict[str, Any]:
+    """{'total': matching rows, 'rows': [dict per CSV_COLUMNS]} newest first, `limit` from `offset`."""
+    if not isinstance(limit, int) or not 0 < limit <= 10_000:
+        raise InvalidInput("a page holds 1 to 10,000 rows")
+    if not isinstance(offset, int) or offset < 0:
+        raise InvalidInput("the offset is a whole number from 0")
+    query = (
+        _joined(*_row_columns())
+        .where(*_conditions(f))
+        .order_by(H.changed_at.desc(), H.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    with db.session() as session:
+        rows = session.execute(query).all()
+    return {"total": count_rows(db, f), "rows": [_as_dict(row) for row in rows]}
+
+
+def _as_dict(row) -> dict[str, Any]:
+    values = dict(zip(CSV_COLUMNS, row))
+    for key in ("changed_at", "queued_at", "started_at"):
+        values[key] = _iso(values[key])
+    return values
+
+
+def _spreadsheet_safe(value: Any) -> Any:
+    """Reasons are typed by people: keep a spreadsheet from reading '=...' as a formula."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def iter_csv(db: Database, f: HistoryFilter, *, limit: int = EXPORT_LIMIT, batch: int = 5000) -> Iterator[str]:
+    """The filtered rows as CSV text, header first, newest first, in chunks."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    query = _joined(*_row_columns()).where(*_conditions(f)).order_by(H.changed_at.desc(), H.id.desc()).limit(limit)
+    with db.session() as session:
+        result = session.execute(query.execution_options(yield_per=batch))
+        for rows in result.partitions(batch):
+            for row in rows:
+                writer.writerow([_spreadsheet_safe(v) for v in _as_dict(row).values()])
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    if buffer.getvalue():
+        yield buffer.getvalue()
+
+
+def export_csv(db: Database, f: HistoryFilter, *, limit: int = EXPORT_LIMIT) -> str:
+    return "".join(iter_csv(db, f, limit=limit))
