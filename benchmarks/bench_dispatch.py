@@ -138,7 +138,7 @@ def main() -> int:
     print()
     print("Diagnostics (one instrumented run of ours, seconds for N tasks):")
     for key, value in breakdown.items():
-        print(f"  {key:48} {value}")
+        print(f"  {key:56} {value}")
     context.update(breakdown=breakdown, raw_runs=raw_rates, our_runs=our_rates)
     rows = [
         Row(

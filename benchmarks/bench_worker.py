@@ -28,7 +28,7 @@ from core.broker import consumer_name
 from core.priority import Bucket, subject_for
 from core.runtime import Runtime
 from core.tasks import DispatchRequest
-from core.worker import Worker, WorkerThread
+from core.worker import Worker, WorkerScope, WorkerThread
 from db.models import Task, TaskStatus
 
 TARGET_RATIO = 0.50
@@ -85,7 +85,9 @@ class Probe:
             self.dropped += 1
 
 
-def run_ours(env: BenchEnv, runtime: Runtime, n: int, concurrency: int, budget: float) -> dict:
+def run_ours(
+    env: BenchEnv, runtime: Runtime, n: int, concurrency: int, budget: float, scope: WorkerScope = WorkerScope()
+) -> dict:
     """Rate over N tasks, or over those done when `budget` seconds have passed (bounded runtime)."""
     requests = [DispatchRequest("demo.echo", {"i": i}, priority=5) for i in range(n)]
     for offset in range(0, n, 1000):
@@ -94,7 +96,8 @@ def run_ours(env: BenchEnv, runtime: Runtime, n: int, concurrency: int, budget: 
         raise RuntimeError(runtime.service.last_publish_error)
     probe = Probe(n)
     worker = Worker(
-        env.settings, runtime.db, runtime.registry, env.server.url, concurrency=concurrency, on_event=probe
+        env.settings, runtime.db, runtime.registry, env.server.url,
+        scope=scope, concurrency=concurrency, on_event=probe,
     )
     pulls = {"calls": 0, "empty": 0}
     original_pull = worker.broker.pull_no_wait
@@ -144,7 +147,7 @@ def main() -> int:
     p.add_argument(
         "--budget",
         type=float,
-        default=15.0,
+        default=12.0,
         help="seconds one worker run may take; a slower worker is measured on the tasks done by then",
     )
     args = p.parse_args()
@@ -197,6 +200,13 @@ def main() -> int:
                     f"{partial(ours[4][-1], n)})"
                 )
                 sys.stdout.flush()
+
+            # Diagnostic, once: a worker scoped to the one consumer cell the tasks are in
+            # (webapp.default, all buckets), to show what sweeping the other cells costs.
+            reset()
+            narrow = run_ours(
+                env, runtime, n, 1, args.budget, WorkerScope(categories=(CATEGORY,), phases=(PHASE,))
+            )
         finally:
             if nc is not None:
                 try:
@@ -217,7 +227,12 @@ def main() -> int:
             f"({median(r['empty_pulls_per_task'] for r in ours[conc]):.1f} of them empty); "
             f"dropped {sum(r['dropped'] for r in ours[conc])}, failed {sum(r['failed'] for r in ours[conc])}"
         )
-    context.update(raw_runs=raw_rates, ours_c1=ours[1], ours_c4=ours[4])
+    print(
+        f"  concurrency 1, scope webapp.default only (one run): {fmt(narrow['rate'])} tasks/s "
+        f"({narrow['rate'] / raw_rate:.0%} of raw), {narrow['pulls_per_task']:.1f} pulls per task "
+        f"({narrow['empty_pulls_per_task']:.1f} empty){partial(narrow, n)}"
+    )
+    context.update(raw_runs=raw_rates, ours_c1=ours[1], ours_c4=ours[4], narrow_scope_c1=narrow)
     rows = [
         Row("worker", f"no-op tasks, concurrency 1 ({env.backend}, N={n:,})", c1, raw_rate, "/s",
             f">= {TARGET_RATIO:.0%} of raw", c1 / raw_rate >= TARGET_RATIO),

@@ -58,7 +58,7 @@ def test_eng001_one_worker_takes_high_then_normal_then_low(runtime, start_worker
 
 def test_eng002_low_task_upgraded_to_critical_runs_next(runtime, start_worker):
     service = runtime.service
-    blocker = service.dispatch_task("demo.sleep", args={"seconds": 0.6}, priority=10)
+    blocker = service.dispatch_task("demo.sleep", args={"seconds": 2.0}, priority=10)
     normal = [service.dispatch_task("demo.echo", priority=6) for _ in range(5)]
     low = [service.dispatch_task("demo.echo", priority=0) for _ in range(5)]
     recorder = Recorder()
