@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Callable, TypeVar
+
 from sqlalchemy.orm import Session
 
+from core.errors import DatabaseUnavailable, NotAllowed, SwitchyardError
 from db.models import AuditLog, utcnow
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 OK = "ok"
 DENIED = "denied"
@@ -32,3 +39,27 @@ def audit(
             address=address,
         )
     )
+
+
+def run_audited(db, actor: object, action: str, target: object, address: str | None, operation: Callable[[], T]) -> T:
+    """Run an operation; if core refuses it, record the refusal in a transaction of its own
+    (denials are recorded by authorize, where they happen)."""
+    try:
+        return operation()
+    except (NotAllowed, DatabaseUnavailable):
+        raise
+    except SwitchyardError as error:
+        try:
+            with db.session(write=True) as session:
+                audit(
+                    session,
+                    actor=str(actor)[:64] if actor else None,
+                    action=action,
+                    target=str(target)[:128] if target else None,
+                    outcome=REFUSED,
+                    detail=str(error),
+                    address=address,
+                )
+        except DatabaseUnavailable:
+            log.warning("could not audit refused %s: database unavailable", action)
+        raise

@@ -17,17 +17,15 @@ from typing import Any, Callable, Iterable, TypeVar
 
 from sqlalchemy import insert, select, update
 
-from core.audit import REFUSED, audit
+from core.audit import audit, run_audited
 from core.broker import BrokerThread, TaskMessage
 from core.errors import (
     BrokerUnavailable,
     Conflict,
     DatabaseUnavailable,
     InvalidInput,
-    NotAllowed,
     NotAnUpgrade,
     NotFound,
-    SwitchyardError,
     WrongState,
 )
 from core.outbox import PUBLISH_GRACE, record_published
@@ -311,28 +309,7 @@ class TaskService:
             raise Conflict(f"task {task.id} was changed by someone else at the same moment; reload it and try again")
 
     def _audited(self, user: object, action: str, target: object, address: str | None, operation: Callable[[], T]) -> T:
-        """Run an operation; if it is refused, record the refusal (denials record themselves)."""
-        try:
-            return operation()
-        except NotAllowed:
-            raise
-        except DatabaseUnavailable:
-            raise
-        except SwitchyardError as error:
-            try:
-                with self.db.session(write=True) as session:
-                    audit(
-                        session,
-                        actor=str(user)[:64] if user else None,
-                        action=action,
-                        target=str(target)[:128] if target else None,
-                        outcome=REFUSED,
-                        detail=str(error),
-                        address=address,
-                    )
-            except DatabaseUnavailable:
-                log.warning("could not audit refused %s: database unavailable", action)
-            raise
+        return run_audited(self.db, user, action, target, address, operation)
 
     def _publish(self, messages: list[TaskMessage]) -> None:
         """Publish now if the broker answers; otherwise the relay does it later."""

@@ -18,10 +18,10 @@ from typing import Callable, TypeVar
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.audit import REFUSED, audit
-from core.errors import DatabaseUnavailable, InvalidInput, NotAllowed, NotFound, SwitchyardError, WrongState
+from core.audit import audit, run_audited
+from core.errors import InvalidInput, NotAllowed, NotFound, WrongState
 from core.permissions import Permission, Role, parse_role
-from core.users import authorize, hash_password, load_actor, validate_password, validate_username
+from core.users import add_user, authorize, hash_password, load_actor, validate_password, validate_username
 from db.engine import Database
 from db.models import User, utcnow
 
@@ -69,13 +69,9 @@ def _name(value: object) -> str:
 
 def _authorize(db: Database, actor: object, action: str, target: object, address: str | None) -> str:
     """MANAGE_USERS or NotAllowed (the denial is audited by core.users.authorize)."""
-    try:
-        return authorize(
-            db, actor, Permission.MANAGE_USERS, action=action, target=_name(target) or None, address=address
-        ).username
-    except NotAllowed as error:
-        # core.users phrases unknown actions with their code name; say it in words.
-        raise NotAllowed(str(error).replace(f"may not {action}", f"may not {MANAGE_PHRASE}")) from None
+    return authorize(
+        db, actor, Permission.MANAGE_USERS, action=action, target=_name(target) or None, address=address
+    ).username
 
 
 def _recheck(session: Session, actor: str) -> None:
@@ -88,26 +84,7 @@ def _recheck(session: Session, actor: str) -> None:
 def _audited(
     db: Database, actor: object, action: str, target: object, address: str | None, operation: Callable[[], T]
 ) -> T:
-    """Run an operation; record refusals (denials are recorded where they happen)."""
-    try:
-        return operation()
-    except (NotAllowed, DatabaseUnavailable):
-        raise
-    except SwitchyardError as error:
-        try:
-            with db.session(write=True) as session:
-                audit(
-                    session,
-                    actor=_name(actor) or None,
-                    action=action,
-                    target=_name(target) or None,
-                    outcome=REFUSED,
-                    detail=str(error),
-                    address=address,
-                )
-        except DatabaseUnavailable:
-            log.warning("could not audit refused %s: database unavailable", action)
-        raise
+    return run_audited(db, _name(actor), action, _name(target), address, operation)
 
 
 def _get_user(session: Session, username: object, *, lock: bool = True) -> User:
@@ -153,19 +130,7 @@ def create_user(
         password_hash = hash_password(secret)  # slow on purpose: outside the write transaction
         with db.session(write=True) as session:
             _recheck(session, acting)
-            if session.scalar(select(User.id).where(User.username == name)) is not None:
-                raise InvalidInput(f"user {name!r} already exists")
-            now = utcnow()
-            user = User(
-                username=name,
-                password_hash=password_hash,
-                role=checked_role.value,
-                active=True,
-                session_version=1,
-                created_at=now,
-                updated_at=now,
-            )
-            session.add(user)
+            user = add_user(session, name, password_hash, checked_role)
             audit(
                 session,
                 actor=acting,

@@ -117,26 +117,32 @@ def authorize(
     raise NotAllowed(message)
 
 
+def add_user(session: Session, username: str, password_hash: str, role: Role) -> User:
+    """Insert a user row (names and role already checked); refuses a taken name."""
+    if session.scalar(select(User.id).where(User.username == username)) is not None:
+        raise InvalidInput(f"user {username!r} already exists")
+    now = utcnow()
+    user = User(
+        username=username,
+        password_hash=password_hash,
+        role=role.value,
+        active=True,
+        session_version=1,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(user)
+    return user
+
+
 def create_user(db: Database, username: str, password: str, role: str | Role, *, created_by: str = "system") -> User:
-    """Create a user. The caller is trusted (command line, first start); the console's
-    user admin page goes through manage_users in a later layer."""
+    """Create a user as a trusted caller (command line, first start). The console goes through
+    core.user_admin, which checks manage_users first."""
     username = validate_username(username)
     password = validate_password(password)
     role = parse_role(role)
     with db.session(write=True) as session:
-        if session.scalar(select(User.id).where(User.username == username)) is not None:
-            raise InvalidInput(f"user {username!r} already exists")
-        now = utcnow()
-        user = User(
-            username=username,
-            password_hash=hash_password(password),
-            role=role.value,
-            active=True,
-            session_version=1,
-            created_at=now,
-            updated_at=now,
-        )
-        session.add(user)
+        user = add_user(session, username, hash_password(password), role)
         audit(session, actor=created_by, action="user.create", target=username, detail=f"role={role.value}")
     return user
 
