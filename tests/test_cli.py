@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from core.embedded import free_port, port_open
+from db.engine import Database
 from tests.conftest import PASSWORD, ROLE_USERS, ROOT, wait_until
 from tests.test_faults import settings_env
 
@@ -129,6 +130,9 @@ def test_cli003_users_create_reads_the_password_from_the_environment(cli, settin
 
 
 def test_cli004_serve_starts_and_stops_its_own_broker(tmp_path, database_url):
+    empty = Database(database_url)  # a first start: no users yet (PostgreSQL is shared between tests)
+    empty.drop_schema()
+    empty.dispose()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
     port = free_port()
     env.update(SWITCHYARD_DATA_DIR=str(tmp_path / "data"), SWITCHYARD_DATABASE_URL=database_url)
