@@ -20,6 +20,7 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 	touch $@ $(STAMP)
 
 run: $(STAMP)
+	$(BIN)/python run.py db upgrade
 	$(BIN)/python run.py serve --demo
 
 # Browser tests need Debian's chromium and chromedriver (dash[testing] pins selenium <= 4.2,

@@ -9,10 +9,14 @@
     python run.py status TASK_ID
     python run.py depths
     python run.py users create USERNAME --role ROLE     (password: SWITCHYARD_PASSWORD or a prompt)
+    python run.py db upgrade | db current
+    python run.py tokens create USERNAME --name NAME    (prints the API token, shown once)
+    python run.py tokens revoke TOKEN_ID_OR_PREFIX
+    python run.py tokens list USERNAME
 
 Errors print one line on stderr and exit non-zero:
 2 bad input, 3 not found, 4 not allowed, 5 wrong state / not an upgrade / conflict, 6 broker or
-database unavailable.
+database unavailable, 7 database schema not current (run `python run.py db upgrade`).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from core.errors import (
     NotAllowed,
     NotAnUpgrade,
     NotFound,
+    SchemaOutdated,
     SwitchyardError,
     WrongState,
 )
@@ -48,6 +53,7 @@ EXIT_CODES = {
     Conflict: 5,
     BrokerUnavailable: 6,
     DatabaseUnavailable: 6,
+    SchemaOutdated: 7,
 }
 
 
@@ -74,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--phase", action="append", default=[], help="only this phase (repeatable)")
     worker.add_argument("--concurrency", type=int, default=1, help="tasks run at once (default 1)")
     worker.add_argument("--no-maintenance", action="store_true", help="do not run relay, reaper and reconciler")
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics here (default SWITCHYARD_WORKER_METRICS_PORT)",
+    )
 
     dispatch = commands.add_parser("dispatch", help="queue a task; prints its id")
     dispatch.add_argument("name")
@@ -100,11 +112,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("depths", help="print queue depths as JSON")
 
+    database = commands.add_parser("db", help="the database schema")
+    db_commands = database.add_subparsers(dest="db_command", parser_class=OneLineParser)
+    db_commands.add_parser("upgrade", help="create or migrate the schema to this version (safe to repeat)")
+    db_commands.add_parser("current", help="print the schema revision and whether it is this version's")
+
     users = commands.add_parser("users", help="manage users")
     user_commands = users.add_subparsers(dest="users_command", parser_class=OneLineParser)
     create = user_commands.add_parser("create", help="create a user")
     create.add_argument("username")
     create.add_argument("--role", required=True, help="viewer, operator, manager or admin")
+
+    tokens = commands.add_parser("tokens", help="manage API tokens (docs/api.md)")
+    token_commands = tokens.add_subparsers(dest="tokens_command", parser_class=OneLineParser)
+    token_create = token_commands.add_parser("create", help="create a token; prints it (shown once)")
+    token_create.add_argument("username")
+    token_create.add_argument("--name", required=True, help="what will use it, e.g. nightly-etl")
+    token_revoke = token_commands.add_parser("revoke", help="revoke a token")
+    token_revoke.add_argument("token", help="its id or its prefix (swy_...), as `tokens list` shows")
+    token_list = token_commands.add_parser("list", help="a user's tokens as JSON (never the secrets)")
+    token_list.add_argument("username")
     return parser
 
 
@@ -118,7 +145,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         from core.settings import load_settings
 
         settings = load_settings(environ)
-        _configure_logging(args.command)
+        _configure_logging(args.command, settings)
         return COMMANDS[args.command](args, settings, environ) or 0
     except SwitchyardError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -127,16 +154,20 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return 130
 
 
-def _configure_logging(command: str) -> None:
-    level = logging.INFO if command in ("serve", "worker") else logging.WARNING
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+def _configure_logging(command: str, settings) -> None:
+    from core import logs
+
+    level = settings.log_level.upper() if command in ("serve", "worker") else "WARNING"
+    logs.configure(getattr(logging, level), settings.log_format if command in ("serve", "worker") else "text")
 
 
-def _runtime(settings, *, require_broker: bool = False):
+def _runtime(settings, *, require_broker: bool = False, connect_broker: bool = True):
+    from core.builtin_tasks import registry_for
     from core.runtime import Runtime
 
-    return Runtime.open(settings, require_broker=require_broker)
+    return Runtime.open(
+        settings, registry=registry_for(settings), require_broker=require_broker, connect_broker=connect_broker
+    )
 
 
 def cmd_dispatch(args, settings, environ) -> int:
@@ -196,9 +227,7 @@ def cmd_retry(args, settings, environ) -> int:
 
 
 def cmd_status(args, settings, environ) -> int:
-    from core.runtime import Runtime
-
-    runtime = Runtime.open(settings, connect_broker=False)
+    runtime = _runtime(settings, connect_broker=False)
     try:
         print(json.dumps(runtime.service.describe_task(args.task_id), indent=2))
     finally:
@@ -219,8 +248,33 @@ def cmd_depths(args, settings, environ) -> int:
     return 0
 
 
+def cmd_db(args, settings, environ) -> int:
+    from core.runtime import check_database, upgrade_database
+    from db import migrate
+    from db.engine import Database
+
+    if args.db_command not in ("upgrade", "current"):
+        raise InvalidInput("use: python run.py db upgrade | db current")
+    db = Database(settings.resolved_database_url)
+    try:
+        if args.db_command == "upgrade":
+            before, after = upgrade_database(db)
+            print(f"schema at {after}" + (f" (was {before or 'empty'})" if before != after else " (already current)"))
+        else:
+            current = migrate.current_revision(db)
+            try:
+                check_database(db)
+                state = "current"
+            except SchemaOutdated:
+                state = f"not current: run `{migrate.UPGRADE_COMMAND}`"
+            print(f"{current or 'empty'} ({state}; this version needs {migrate.head_revision()})")
+    finally:
+        db.dispose()
+    return 0
+
+
 def cmd_users(args, settings, environ) -> int:
-    from core.runtime import prepare_database
+    from core.runtime import check_database
     from core.users import create_user
     from db.engine import Database
 
@@ -235,9 +289,31 @@ def cmd_users(args, settings, environ) -> int:
             raise InvalidInput("the two passwords differ")
     db = Database(settings.resolved_database_url)
     try:
-        prepare_database(db)
+        check_database(db)
         user = create_user(db, args.username, password, args.role, created_by="cli")
         print(f"user {user.username} created with role {user.role}")
+    finally:
+        db.dispose()
+    return 0
+
+
+def cmd_tokens(args, settings, environ) -> int:
+    from core import api_tokens
+    from core.runtime import check_database
+    from db.engine import Database
+
+    if args.tokens_command not in ("create", "revoke", "list"):
+        raise InvalidInput("use: python run.py tokens create USERNAME --name NAME | revoke TOKEN | list USERNAME")
+    db = Database(settings.resolved_database_url)
+    try:
+        check_database(db)
+        if args.tokens_command == "create":
+            print(api_tokens.system_create_token(db, args.username, args.name).secret)
+        elif args.tokens_command == "revoke":
+            info = api_tokens.system_revoke_token(db, args.token)
+            print(f"token {info.prefix} ({info.name}) of {info.username} revoked")
+        else:
+            print(json.dumps([t.as_dict() for t in api_tokens.system_list_tokens(db, args.username)], indent=2))
     finally:
         db.dispose()
     return 0
@@ -262,9 +338,9 @@ def _parse_scope(args, settings):
 
 
 def cmd_worker(args, settings, environ) -> int:
-    from core.builtin_tasks import default_registry
+    from core.builtin_tasks import registry_for
     from core.embedded import resolve_nats_url
-    from core.runtime import prepare_database
+    from core.runtime import check_database
     from core.worker import Worker
     from db.engine import Database
 
@@ -273,16 +349,31 @@ def cmd_worker(args, settings, environ) -> int:
     if url is None:
         raise BrokerUnavailable("no broker: set SWITCHYARD_NATS_URL or start `python run.py serve` first")
     db = Database(settings.resolved_database_url)
-    prepare_database(db)
+    try:
+        check_database(db)
+    except Exception:
+        db.dispose()
+        raise
     worker = Worker(
         settings,
         db,
-        default_registry(),
+        registry_for(settings),
         url,
         scope=scope,
         concurrency=args.concurrency,
         maintenance=not args.no_maintenance,
     )
+
+    metrics_port = settings.worker_metrics_port if args.metrics_port is None else args.metrics_port
+    if not 0 <= metrics_port <= 65535:
+        raise InvalidInput("--metrics-port must be a port number (0: off)")
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        try:
+            start_http_server(metrics_port, addr=settings.host)
+        except OSError as error:
+            raise InvalidInput(f"--metrics-port {metrics_port}: {error.strerror or error}") from None
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
@@ -300,13 +391,15 @@ def cmd_worker(args, settings, environ) -> int:
 def cmd_serve(args, settings, environ) -> int:
     from waitress import create_server
 
-    from core.builtin_tasks import default_registry
+    from core.builtin_tasks import registry_for
     from core.embedded import start_embedded_broker, stop_embedded_broker
     from core.runtime import Runtime
     from core.users import ensure_admin
     from core.worker import Worker, WorkerScope, WorkerThread
     from dashboard.app import create_app
+    from dashboard.security import check_secret_key
 
+    check_secret_key(settings)  # before anything starts: production needs a strong secret key
     host = args.host or settings.host
     port = settings.port if args.port is None else args.port
     worker_count = args.workers if args.workers is not None else (2 if args.demo else 0)
@@ -315,7 +408,7 @@ def cmd_serve(args, settings, environ) -> int:
     demo = None
     runtime = None
     try:
-        runtime = Runtime.open(settings, require_broker=True)
+        runtime = Runtime.open(settings, registry=registry_for(settings), require_broker=True)
         generated = ensure_admin(runtime.db, environ.get("SWITCHYARD_ADMIN_PASSWORD") or None)
         if generated:
             print(f"First start: created user 'admin' with password {generated} (shown once; change it)", flush=True)
@@ -325,14 +418,14 @@ def cmd_serve(args, settings, environ) -> int:
             scope = (
                 WorkerScope(buckets=(WorkerScope().buckets[0],)) if index == 0 and worker_count > 1 else WorkerScope()
             )
-            worker = Worker(settings, runtime.db, default_registry(), url, scope=scope, concurrency=4)
+            worker = Worker(settings, runtime.db, runtime.registry, url, scope=scope, concurrency=4)
             workers.append(WorkerThread(worker).start())
         if args.demo:
             from core.demo import DemoTraffic
 
             demo = DemoTraffic(runtime.service).start()
         app = create_app(settings, runtime)
-        server = create_server(app.server, host=host, port=port, threads=8)
+        server = create_server(app.server, host=host, port=port, threads=settings.web_threads)
         print(f"Switchyard console: http://{host}:{server.effective_port}/", flush=True)
         print(f"broker: {url}  database: {runtime.db.describe()}", flush=True)
         signal.signal(signal.SIGTERM, lambda *_: server.close())
@@ -352,6 +445,7 @@ def cmd_serve(args, settings, environ) -> int:
 
 
 COMMANDS = {
+    "db": cmd_db,
     "serve": cmd_serve,
     "worker": cmd_worker,
     "dispatch": cmd_dispatch,
@@ -361,6 +455,7 @@ COMMANDS = {
     "status": cmd_status,
     "depths": cmd_depths,
     "users": cmd_users,
+    "tokens": cmd_tokens,
 }
 
 

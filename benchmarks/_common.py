@@ -138,9 +138,7 @@ def finish(args: argparse.Namespace, rows: list[Row], context: dict[str, Any], t
     """Print the summary, hand it to run_all.py if asked, and choose the exit code."""
     print_table(rows, title)
     if args.json_out:
-        Path(args.json_out).write_text(
-            json.dumps({"rows": [asdict(r) for r in rows], "context": context}, indent=2)
-        )
+        Path(args.json_out).write_text(json.dumps({"rows": [asdict(r) for r in rows], "context": context}, indent=2))
     missed = [r for r in rows if r.passed is False]
     if missed and args.check:
         print(f"\n{len(missed)} target(s) missed (--check): exit 1")
@@ -190,16 +188,13 @@ class BenchEnv:
         try:
             self.server = NatsServer(self.tmp / "nats", sync_always=self.sync_always).start()
             url = os.environ.get(DATABASE_URL_ENV, "").strip()
-            if url:
-                db = Database(url)
-                try:
-                    db.drop_schema()
-                    prepare_database(db)
-                finally:
-                    db.dispose()
-                self.database_url = url
-            else:
-                self.database_url = f"sqlite:///{(self.tmp / 'data' / 'switchyard.db').resolve()}"
+            self.database_url = url or f"sqlite:///{(self.tmp / 'data' / 'switchyard.db').resolve()}"
+            db = Database(self.database_url)
+            try:
+                db.drop_schema()
+                prepare_database(db)
+            finally:
+                db.dispose()
             self.settings = Settings(
                 data_dir=self.tmp / "data",
                 nats_url=self.server.url,
@@ -225,7 +220,8 @@ class BenchEnv:
         info = {
             "nats_server": nats_server_version(),
             "nats_sync": "sync_interval: always" if self.sync_always else "default fsync interval (sync_always=False)",
-            "database": self.backend + (" (" + _safe_url(self.database_url) + ")" if self.backend != "sqlite" else " (temp file, WAL)"),
+            "database": self.backend
+            + (" (" + _safe_url(self.database_url) + ")" if self.backend != "sqlite" else " (temp file, WAL)"),
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
         }

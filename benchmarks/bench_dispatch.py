@@ -18,9 +18,8 @@ import sys
 import time
 
 import _common  # noqa: F401  (puts the project on sys.path)
-from _common import BenchEnv, LoopThread, Row, clear_tasks, count_tasks, finish, fmt, median, parser
-
 import nats
+from _common import BenchEnv, LoopThread, Row, clear_tasks, count_tasks, finish, fmt, median, parser
 from nats.js import api
 
 from core.broker import TaskMessage
@@ -37,20 +36,15 @@ def requests_for(n: int) -> list[DispatchRequest]:
     return [DispatchRequest(NAME, {"i": i}, priority=i % 11) for i in range(n)]
 
 
-async def raw_publish(js, n: int, tag: str, wait_stall: float | None = None) -> float:
-    """Pipelined publish_async of n messages, then await every ack. Returns seconds.
-
-    The baseline uses nats-py's default wait_stall=None; `wait_stall` is only set by the
-    diagnostics, to show what passing one costs."""
+async def raw_publish(js, n: int, tag: str) -> float:
+    """Pipelined publish_async of n messages (nats-py defaults), then await every ack. Returns seconds."""
     subjects = [subject_for("webapp", "default", priority_to_bucket(i % 11)) for i in range(n)]
     start = time.perf_counter()
     futures = []
     for i in range(n):
         task_id = f"{tag}{i:08d}"
         payload = json.dumps({"task_id": task_id, "generation": 1}).encode()
-        futures.append(
-            await js.publish_async(subjects[i], payload, headers={api.Header.MSG_ID: f"{task_id}:1"}, wait_stall=wait_stall)
-        )
+        futures.append(await js.publish_async(subjects[i], payload, headers={api.Header.MSG_ID: f"{task_id}:1"}))
     acks = await asyncio.gather(*futures)
     elapsed = time.perf_counter() - start
     if len(acks) != n or any(a.duplicate for a in acks):
@@ -63,7 +57,7 @@ def run_ours(runtime: Runtime, n: int, batch: int) -> float:
     service = runtime.service
     start = time.perf_counter()
     for offset in range(0, n, batch):
-        service.dispatch_tasks(requests[offset:offset + batch], created_by="bench")
+        service.dispatch_tasks(requests[offset : offset + batch], created_by="bench")
         if service.last_publish_error:
             raise RuntimeError(f"publish failed: {service.last_publish_error}")
     return time.perf_counter() - start
@@ -208,14 +202,11 @@ def diagnose(runtime: Runtime, raw: LoopThread, js, n: int, batch: int, reset) -
     ]
     start = time.perf_counter()
     for offset in range(0, n, batch):
-        results = runtime.broker.run(broker.publish(messages[offset:offset + batch]))
+        results = runtime.broker.run(broker.publish(messages[offset : offset + batch]))
         assert not any(isinstance(r, Exception) for r in results)
     core_publish = time.perf_counter() - start
     reset()
     raw_seconds = raw.run(raw_publish(js, n, f"diagraw{os.getpid()}-"))
-    reset()
-    stall = runtime.settings.broker_timeout_seconds
-    stalled_seconds = raw.run(raw_publish(js, n, f"diagstall{os.getpid()}-", wait_stall=stall))
     reset()
 
     insert = total - spent["publish"] - spent["record"] - build
@@ -227,7 +218,6 @@ def diagnose(runtime: Runtime, raw: LoopThread, js, n: int, batch: int, reset) -
         "  record_published (UPDATE executemany+commit)": f"{spent['record']:.3f} s ({spent['record'] / total:.0%})",
         "TaskBroker.publish alone, same batches": f"{core_publish:.3f} s ({n / core_publish:,.0f} msgs/s)",
         "raw publish_async alone, one pipeline": f"{raw_seconds:.3f} s ({n / raw_seconds:,.0f} msgs/s)",
-        f"raw publish_async with wait_stall={stall:g} (as core passes)": f"{stalled_seconds:.3f} s ({n / stalled_seconds:,.0f} msgs/s)",
     }
 
 

@@ -8,7 +8,7 @@ Ours: N demo.echo tasks dispatched (untimed), then one core.worker.Worker (all b
 maintenance loops on, as `run.py worker` runs it) in its own thread and event loop; the clock
 runs from its first "started" event to its N-th "succeeded" event (a worker slower than
 --budget seconds is measured on the tasks it finished by then, so the script stays bounded).
-Measured at concurrency 1 (the target: >= 50% of raw) and at concurrency 4 (for information).
+Measured at concurrency 1 (the target: >= 50% of raw) and at concurrency 4 and 16 (for information).
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ import threading
 import time
 
 import _common  # noqa: F401  (puts the project on sys.path)
-from _common import BenchEnv, LoopThread, Row, clear_tasks, count_tasks, finish, fmt, median, parser
-
 import nats
+from _common import BenchEnv, LoopThread, Row, clear_tasks, count_tasks, finish, fmt, median, parser
 from nats.js import api
 
 from core.broker import consumer_name
@@ -91,23 +90,28 @@ def run_ours(
     """Rate over N tasks, or over those done when `budget` seconds have passed (bounded runtime)."""
     requests = [DispatchRequest("demo.echo", {"i": i}, priority=5) for i in range(n)]
     for offset in range(0, n, 1000):
-        runtime.service.dispatch_tasks(requests[offset:offset + 1000], created_by="bench")
+        runtime.service.dispatch_tasks(requests[offset : offset + 1000], created_by="bench")
     if runtime.service.last_publish_error:
         raise RuntimeError(runtime.service.last_publish_error)
     probe = Probe(n)
     worker = Worker(
-        env.settings, runtime.db, runtime.registry, env.server.url,
-        scope=scope, concurrency=concurrency, on_event=probe,
+        env.settings,
+        runtime.db,
+        runtime.registry,
+        env.server.url,
+        scope=scope,
+        concurrency=concurrency,
+        on_event=probe,
     )
     pulls = {"calls": 0, "empty": 0}
     original_pull = worker.broker.pull_no_wait
 
     async def counting_pull(consumer: str, batch: int):
-        messages = await original_pull(consumer, batch)
+        pulled = await original_pull(consumer, batch)
         pulls["calls"] += 1
-        if not messages:
+        if not pulled.messages:
             pulls["empty"] += 1
-        return messages
+        return pulled
 
     worker.broker.pull_no_wait = counting_pull
     thread = WorkerThread(worker).start()
@@ -183,9 +187,9 @@ def main() -> int:
             run_ours(env, runtime, 200, 1, args.budget)
 
             raw_rates: list[float] = []
-            ours: dict[int, list[dict]] = {1: [], 4: []}
+            ours: dict[int, list[dict]] = {1: [], 4: [], 16: []}
             for repeat in range(args.repeats):
-                sides = ["raw", 1, 4] if repeat % 2 == 0 else [4, 1, "raw"]
+                sides = ["raw", 1, 4, 16] if repeat % 2 == 0 else [16, 4, 1, "raw"]
                 for side in sides:
                     if side == "raw":
                         raw_rates.append(run_raw(f"r{repeat}-", n))
@@ -197,16 +201,16 @@ def main() -> int:
                     f"ours c1 {fmt(ours[1][-1]['rate'])} tasks/s ({ours[1][-1]['rate'] / raw_rates[-1]:.0%}"
                     f"{partial(ours[1][-1], n)}), "
                     f"c4 {fmt(ours[4][-1]['rate'])} tasks/s ({ours[4][-1]['rate'] / raw_rates[-1]:.0%}"
-                    f"{partial(ours[4][-1], n)})"
+                    f"{partial(ours[4][-1], n)}), "
+                    f"c16 {fmt(ours[16][-1]['rate'])} tasks/s ({ours[16][-1]['rate'] / raw_rates[-1]:.0%}"
+                    f"{partial(ours[16][-1], n)})"
                 )
                 sys.stdout.flush()
 
             # Diagnostic, once: a worker scoped to the one consumer cell the tasks are in
             # (webapp.default, all buckets), to show what sweeping the other cells costs.
             reset()
-            narrow = run_ours(
-                env, runtime, n, 1, args.budget, WorkerScope(categories=(CATEGORY,), phases=(PHASE,))
-            )
+            narrow = run_ours(env, runtime, n, 1, args.budget, WorkerScope(categories=(CATEGORY,), phases=(PHASE,)))
         finally:
             if nc is not None:
                 try:
@@ -219,9 +223,10 @@ def main() -> int:
     raw_rate = median(raw_rates)
     c1 = median(r["rate"] for r in ours[1])
     c4 = median(r["rate"] for r in ours[4])
+    c16 = median(r["rate"] for r in ours[16])
     print()
     print("Diagnostics (median over runs):")
-    for conc in (1, 4):
+    for conc in (1, 4, 16):
         print(
             f"  concurrency {conc}: {median(r['pulls_per_task'] for r in ours[conc]):.1f} no-wait pulls per task "
             f"({median(r['empty_pulls_per_task'] for r in ours[conc]):.1f} of them empty); "
@@ -232,11 +237,19 @@ def main() -> int:
         f"({narrow['rate'] / raw_rate:.0%} of raw), {narrow['pulls_per_task']:.1f} pulls per task "
         f"({narrow['empty_pulls_per_task']:.1f} empty){partial(narrow, n)}"
     )
-    context.update(raw_runs=raw_rates, ours_c1=ours[1], ours_c4=ours[4], narrow_scope_c1=narrow)
+    context.update(raw_runs=raw_rates, ours_c1=ours[1], ours_c4=ours[4], ours_c16=ours[16], narrow_scope_c1=narrow)
     rows = [
-        Row("worker", f"no-op tasks, concurrency 1 ({env.backend}, N={n:,})", c1, raw_rate, "/s",
-            f">= {TARGET_RATIO:.0%} of raw", c1 / raw_rate >= TARGET_RATIO),
+        Row(
+            "worker",
+            f"no-op tasks, concurrency 1 ({env.backend}, N={n:,})",
+            c1,
+            raw_rate,
+            "/s",
+            f">= {TARGET_RATIO:.0%} of raw",
+            c1 / raw_rate >= TARGET_RATIO,
+        ),
         Row("worker", f"no-op tasks, concurrency 4 ({env.backend}, N={n:,})", c4, raw_rate, "/s", "", None),
+        Row("worker", f"no-op tasks, concurrency 16 ({env.backend}, N={n:,})", c16, raw_rate, "/s", "", None),
     ]
     return finish(args, rows, context, "bench_worker summary (ours: tasks/s, baseline: raw fetch(1)+ack msgs/s)")
 

@@ -41,6 +41,34 @@ def audit(
     )
 
 
+def record(
+    db,
+    *,
+    actor: object,
+    action: str,
+    target: object = None,
+    outcome: str,
+    detail: str | None = None,
+    address: str | None = None,
+) -> None:
+    """One audit row in a transaction of its own, for a refusal decided outside an operation's
+    transaction (the operation rolled back, or never started). Never raises: an unreachable
+    database is logged."""
+    try:
+        with db.session(write=True) as session:
+            audit(
+                session,
+                actor=str(actor)[:64] if actor else None,
+                action=action,
+                target=str(target)[:128] if target else None,
+                outcome=outcome,
+                detail=detail,
+                address=address,
+            )
+    except DatabaseUnavailable:
+        log.warning("could not audit %s %s: database unavailable", outcome, action)
+
+
 def run_audited(db, actor: object, action: str, target: object, address: str | None, operation: Callable[[], T]) -> T:
     """Run an operation; if core refuses it, record the refusal in a transaction of its own
     (denials are recorded by authorize, where they happen)."""
@@ -49,17 +77,5 @@ def run_audited(db, actor: object, action: str, target: object, address: str | N
     except (NotAllowed, DatabaseUnavailable):
         raise
     except SwitchyardError as error:
-        try:
-            with db.session(write=True) as session:
-                audit(
-                    session,
-                    actor=str(actor)[:64] if actor else None,
-                    action=action,
-                    target=str(target)[:128] if target else None,
-                    outcome=REFUSED,
-                    detail=str(error),
-                    address=address,
-                )
-        except DatabaseUnavailable:
-            log.warning("could not audit refused %s: database unavailable", action)
+        record(db, actor=actor, action=action, target=target, outcome=REFUSED, detail=str(error), address=address)
         raise

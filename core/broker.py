@@ -28,7 +28,7 @@ from core.settings import Settings
 log = logging.getLogger(__name__)
 
 DOORBELL_SUBJECT = "switchyard.doorbell"
-_NO_MESSAGES_STATUSES = {"404", "408", "409"}
+_NO_MESSAGES_STATUSES = {"404", "408"}
 
 T = TypeVar("T")
 
@@ -61,8 +61,19 @@ class Published:
     stream_seq: int
 
 
+@dataclass(frozen=True)
+class Pulled:
+    messages: list[Msg]
+    exhausted: bool
+
+
 def consumer_name(category: str, phase: str, bucket: Bucket | str) -> str:
     return f"{category}_{phase}_{Bucket(bucket).value}"
+
+
+def subject_of_consumer(name: str) -> str:
+    category, phase, bucket = name.rsplit("_", 2)
+    return subject_for(category, phase, bucket)
 
 
 def nats_error(error: BaseException) -> BrokerUnavailable:
@@ -91,7 +102,7 @@ class TaskBroker:
         while True:
             try:
                 self.nc = await nats.connect(
-                    self.url,
+                    [server.strip() for server in self.url.split(",") if server.strip()],
                     name=name,
                     connect_timeout=self.settings.broker_timeout_seconds,
                     allow_reconnect=True,
@@ -177,48 +188,54 @@ class TaskBroker:
     # -- publishing -------------------------------------------------------------------------
 
     async def publish(self, messages: Iterable[TaskMessage]) -> list[Published | Exception]:
-        """Publish pipelined; one result per message, in order. Rings the doorbell once."""
+        """Publish pipelined; one result per message, in order. Rings the doorbell once.
+
+        One deadline covers the whole batch: a per-message timer (nats-py's `wait_stall`, or
+        wait_for per ack) costs more than the publish itself.
+        """
         messages = list(messages)
         if not messages:
             return []
-        futures = []
-        for message in messages:
-            try:
-                futures.append(
-                    await self.js.publish_async(
-                        message.subject,
-                        message.encode(),
-                        headers={api.Header.MSG_ID: message.msg_id},
-                        wait_stall=self.settings.broker_timeout_seconds,
-                    )
-                )
-            except Exception as error:
-                futures.append(error)
+        futures: list[asyncio.Future | Exception] = []
+        try:
+            async with asyncio.timeout(self.settings.broker_timeout_seconds):
+                for message in messages:
+                    try:
+                        futures.append(
+                            await self.js.publish_async(
+                                message.subject, message.encode(), headers={api.Header.MSG_ID: message.msg_id}
+                            )
+                        )
+                    except Exception as error:  # closed connection, outbound buffer full
+                        futures.append(error)
+                pending = [f for f in futures if isinstance(f, asyncio.Future)]
+                if pending:
+                    await asyncio.wait(pending)
+        except TimeoutError:
+            pass
         results: list[Published | Exception] = []
         for message, future in zip(messages, futures):
-            if isinstance(future, Exception):
-                results.append(future)
-                continue
-            try:
-                ack = await asyncio.wait_for(future, self.settings.broker_timeout_seconds)
-                results.append(Published(message, ack.seq))
-            except Exception as error:
-                future.cancel()
-                results.append(error)
-        if any(isinstance(r, Published) for r in results):
-            await self.ring()
+            results.append(_publish_result(message, future))
+        for message in messages[len(futures) :]:
+            results.append(BrokerUnavailable("broker unavailable: no answer in time"))
+        published = sorted({r.message.subject for r in results if isinstance(r, Published)})
+        if published:
+            await self.ring(published)
         return results
 
-    async def ring(self) -> None:
-        """Wake idle workers. Best effort: a worker re-sweeps every few seconds anyway."""
+    async def ring(self, subjects: Iterable[str] = ()) -> None:
+        """Wake idle workers and tell them which subjects have new messages (empty: any).
+        Best effort: a worker re-sweeps every few seconds anyway."""
         try:
-            await self.nc.publish(DOORBELL_SUBJECT, b"")
+            await self.nc.publish(DOORBELL_SUBJECT, "\n".join(subjects).encode())
         except Exception as error:
             log.debug("doorbell not rung: %s", error)
 
-    async def subscribe_doorbell(self, callback: Callable[[], None]) -> None:
-        async def handler(_msg: Msg) -> None:
-            callback()
+    async def subscribe_doorbell(self, callback: Callable[[list[str]], None]) -> None:
+        """callback(subjects): the subjects a publisher named, or [] for "look everywhere"."""
+
+        async def handler(msg: Msg) -> None:
+            callback([s for s in msg.data.decode(errors="replace").split("\n") if s])
 
         await self.nc.subscribe(DOORBELL_SUBJECT, cb=handler)
 
@@ -259,8 +276,9 @@ class TaskBroker:
 
     # -- pulling ----------------------------------------------------------------------------
 
-    async def pull_no_wait(self, consumer: str, batch: int) -> list[Msg]:
+    async def pull_no_wait(self, consumer: str, batch: int) -> Pulled:
         """Take up to `batch` waiting messages from one consumer without waiting for new ones.
+        `exhausted` says the consumer answered that it had no more (not a timeout).
 
         nc.request() cannot do this (the reply arrives on the message's own subject), so pulls
         go to an inbox subscription of our own; one pull is in flight at a time.
@@ -279,17 +297,22 @@ class TaskBroker:
             except Exception as error:
                 raise nats_error(error) from error
             messages: list[Msg] = []
-            while len(messages) < batch:
-                try:
-                    msg = await asyncio.wait_for(self._pull_queue.get(), self.settings.broker_timeout_seconds)
-                except asyncio.TimeoutError:
-                    break
-                status = msg.headers.get("Status") if msg.headers else None
-                if status is None and msg.reply:
-                    messages.append(msg)  # a late message of an earlier pull is still ours
-                elif msg.subject == reply_to and status in _NO_MESSAGES_STATUSES | {"503"}:
-                    break
-            return messages
+            exhausted = False
+            try:
+                async with asyncio.timeout(self.settings.broker_timeout_seconds):
+                    while len(messages) < batch:
+                        msg = await self._pull_queue.get()
+                        status = msg.headers.get("Status") if msg.headers else None
+                        if status is None and msg.reply:
+                            messages.append(msg)  # a late message of an earlier pull is still ours
+                        elif msg.subject == reply_to and status in _NO_MESSAGES_STATUSES:
+                            exhausted = True
+                            break
+                        elif msg.subject == reply_to:  # 409, 503: refused or not ready; try again later
+                            break
+            except TimeoutError:
+                pass
+            return Pulled(messages, exhausted)
 
     # -- depths -----------------------------------------------------------------------------
 
@@ -300,6 +323,20 @@ class TaskBroker:
         except Exception as error:
             raise nats_error(error) from error
         return dict(info.state.subjects or {})
+
+
+def _publish_result(message: TaskMessage, future: asyncio.Future | Exception) -> Published | Exception:
+    if isinstance(future, Exception):
+        return future
+    if not future.done():
+        future.cancel()
+        return BrokerUnavailable("broker unavailable: no publish acknowledgement in time")
+    if future.cancelled():
+        return BrokerUnavailable("broker unavailable: publish cancelled")
+    error = future.exception()
+    if error is not None:
+        return error
+    return Published(message, future.result().seq)
 
 
 class BrokerThread:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import time
 from typing import Any
 
+from core.errors import InvalidInput
 from core.registry import TaskContext, TaskRegistry
+from core.settings import Settings
 
 
 class DemoFailure(RuntimeError):
@@ -61,3 +64,20 @@ def register_builtin_tasks(registry: TaskRegistry) -> TaskRegistry:
 
 def default_registry() -> TaskRegistry:
     return register_builtin_tasks(TaskRegistry())
+
+
+def registry_for(settings: Settings) -> TaskRegistry:
+    """The built-in tasks plus those of every module in SWITCHYARD_TASK_MODULES. Each module
+    defines `register(registry)`, which adds its tasks with `@registry.task(...)`. Workers and
+    every process that dispatches must load the same modules."""
+    registry = default_registry()
+    for name in settings.task_modules:
+        try:
+            module = importlib.import_module(name)
+        except Exception as error:
+            raise InvalidInput(f"SWITCHYARD_TASK_MODULES: cannot import {name!r}: {error}") from None
+        register = getattr(module, "register", None)
+        if not callable(register):
+            raise InvalidInput(f"SWITCHYARD_TASK_MODULES: module {name!r} has no register(registry) function")
+        register(registry)
+    return registry

@@ -35,3 +35,7 @@ class BrokerUnavailable(SwitchyardError):
 
 class DatabaseUnavailable(SwitchyardError):
     pass
+
+
+class SchemaOutdated(SwitchyardError):
+    """The database's schema is not the one this version needs (or there is none yet)."""

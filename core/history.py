@@ -1,15 +1,18 @@
-"""Priority history analytics: read-only queries over priority_history joined with tasks.
+"""Priority history analytics: read-only queries over priority_history.
 
-Everything is aggregated in SQL (GROUP BY) so the charts cost the same at 100,000 history rows
-as at 100. Times are UTC: filters take aware datetimes; `start` is inclusive, `end` exclusive.
-SQLite hands back aggregates (strftime, MIN, MAX) as naive text, so results are normalised to
-aware UTC here.
+Everything is aggregated in SQL (GROUP BY) so the charts cost about the same at 100,000 history
+rows as at 100 (benchmarks/bench_console.py measures them). Each history row carries what the
+charts need from its task (category, phase, queued_at at the upgrade, started_at when it
+started), so only the table (the task's name and status) joins with tasks. Times are UTC:
+filters take aware datetimes; `start` is inclusive, `end` exclusive. SQLite hands back
+aggregates (strftime, MIN, MAX) as naive text, so results are normalised to aware UTC here.
 
-Waits, in seconds, for each upgrade:
-- before: changed_at - tasks.queued_at (how long the task had waited when someone upgraded it);
-- after:  tasks.started_at - changed_at (how long it still waited once upgraded).
-Rows where the difference is negative (the task was retried later, which resets queued_at and
-started_at) or unknown (not started yet) are left out of that measure.
+Waits, in seconds, for each upgrade, both stored on the history row:
+- before (wait_before_s): changed_at - queued_at, how long the task had waited when someone
+  upgraded it (written with the row);
+- after (wait_after_s): started_at - changed_at, how long it still waited once upgraded
+  (written by a trigger when the task starts, see db/models.py).
+Rows where a wait is unknown (not started yet, or a row written by hand) are left out of it.
 
 The page needs VIEW_HISTORY; routing and the page's callbacks check it. Nothing here writes.
 """
@@ -18,11 +21,12 @@ from __future__ import annotations
 
 import csv
 import io
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, Iterator
 
-from sqlalchemy import and_, case, func, literal, select
+from sqlalchemy import case, func, literal, literal_column, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from core.errors import InvalidInput
@@ -129,8 +133,8 @@ def make_filter(
     )
 
 
-def _history_conditions(f: HistoryFilter) -> list[ColumnElement]:
-    """The conditions on priority_history alone."""
+def _conditions(f: HistoryFilter) -> list[ColumnElement]:
+    """The filter as conditions on priority_history alone (category is stored on the row)."""
     conditions: list[ColumnElement] = []
     start, end = _aware(f.start, "start"), _aware(f.end, "end")
     if start is not None:
@@ -141,26 +145,15 @@ def _history_conditions(f: HistoryFilter) -> list[ColumnElement]:
         conditions.append(H.action == f.action)
     if f.user:
         conditions.append(H.changed_by == f.user)
+    if f.category:
+        conditions.append(H.category == f.category)
     if f.text:
         conditions.append(func.lower(H.reason).contains(f.text.lower(), autoescape=True))
     return conditions
 
 
-def _task_conditions(f: HistoryFilter) -> list[ColumnElement]:
-    """The conditions on the joined tasks row."""
-    return [T.category == f.category] if f.category else []
-
-
-def _conditions(f: HistoryFilter) -> list[ColumnElement]:
-    return _history_conditions(f) + _task_conditions(f)
-
-
 def _joined(*columns):
     return select(*columns).select_from(H).outerjoin(T, T.id == H.task_id)
-
-
-def _needs_join(f: HistoryFilter) -> bool:
-    return bool(f.category)
 
 
 def _utc(value: Any) -> datetime | None:
@@ -174,20 +167,14 @@ def _utc(value: Any) -> datetime | None:
     return value.astimezone(timezone.utc)
 
 
-def _seconds_between(db: Database, later, earlier) -> ColumnElement:
-    if db.is_sqlite:
-        return (func.julianday(later) - func.julianday(earlier)) * 86400.0
-    return func.extract("epoch", later - earlier)
-
-
 # -- the charts ---------------------------------------------------------------------------------
 
 
 def time_range(db: Database, f: HistoryFilter) -> tuple[datetime | None, datetime | None]:
     """First and last change matching the filter (None, None when there is none)."""
-    query = (_joined if _needs_join(f) else lambda *c: select(*c))(func.min(H.changed_at), func.max(H.changed_at))
+    query = select(func.min(H.changed_at), func.max(H.changed_at)).where(*_conditions(f))
     with db.session() as session:
-        first, last = session.execute(query.where(*_conditions(f))).one()
+        first, last = session.execute(query).one()
     return _utc(first), _utc(last)
 
 
@@ -209,25 +196,27 @@ def upgrades_over_time(db: Database, f: HistoryFilter, unit: str | None = None) 
     if unit not in ("hour", "day"):
         raise InvalidInput("the time unit is hour or day")
     if db.is_sqlite:
-        # SQLite keeps 'YYYY-MM-DD HH:MM:SS.ffffff' text: cutting it is far cheaper than strftime.
-        bucket = func.substr(H.changed_at, 1, 13 if unit == "hour" else 10).concat(
-            ":00:00" if unit == "hour" else " 00:00:00"
-        )
+        # SQLite keeps 'YYYY-MM-DD HH:MM:SS.ffffff' text: the hour or day is its first 13 or 10
+        # characters, written as constants so that the expression is ix_priority_history_hour's
+        # (or _day's) and the GROUP BY walks that index instead of sorting every row.
+        length = 13 if unit == "hour" else 10
+        bucket = func.substr(H.changed_at, literal_column("1"), literal_column(str(length)))
+        rest = ":00:00" if unit == "hour" else " 00:00:00"
     else:
         bucket = func.date_trunc(unit, H.changed_at)
+        rest = ""
     bucket = bucket.label("at")
-    base = _joined if _needs_join(f) else lambda *c: select(*c)
-    query = base(bucket, H.action, func.count().label("n")).where(*_conditions(f)).group_by(bucket, H.action)
+    query = select(bucket, H.action, func.count().label("n")).where(*_conditions(f)).group_by(bucket, H.action)
     with db.session() as session:
         rows = session.execute(query.order_by(bucket, H.action)).all()
-    return {"unit": unit, "points": [{"at": _utc(at), "action": action, "count": n} for at, action, n in rows]}
+    points = [{"at": _utc(at + rest if rest else at), "action": action, "count": n} for at, action, n in rows]
+    return {"unit": unit, "points": points}
 
 
 def upgrades_by_user(db: Database, f: HistoryFilter) -> list[dict[str, Any]]:
     """[{'user', 'action', 'count'}], users with the most upgrades first."""
-    base = _joined if _needs_join(f) else lambda *c: select(*c)
     query = (
-        base(H.changed_by, H.action, func.count().label("n")).where(*_conditions(f)).group_by(H.changed_by, H.action)
+        select(H.changed_by, H.action, func.count().label("n")).where(*_conditions(f)).group_by(H.changed_by, H.action)
     )
     with db.session() as session:
         rows = session.execute(query).all()
@@ -239,26 +228,16 @@ def upgrades_by_user(db: Database, f: HistoryFilter) -> list[dict[str, Any]]:
 
 
 def upgrades_by_category_phase(db: Database, f: HistoryFilter) -> list[dict[str, Any]]:
-    """[{'category', 'phase', 'count'}]; a task that no longer exists counts as '(unknown)'."""
-    per_task = (
-        select(H.task_id.label("task_id"), func.count().label("n"))
-        .where(*_history_conditions(f))
-        .group_by(H.task_id)
-        .subquery()
-    )
-    category = func.coalesce(T.category, literal("(unknown)")).label("category")
-    phase = func.coalesce(T.phase, literal("(unknown)")).label("phase")
-    query = (
-        select(category, phase, func.sum(per_task.c.n))
-        .select_from(per_task)
-        .outerjoin(T, T.id == per_task.c.task_id)
-        .where(*_task_conditions(f))
-        .group_by(category, phase)
-        .order_by(category, phase)
-    )
+    """[{'category', 'phase', 'count'}]; a row without them (written by hand) counts as '(unknown)'."""
+    query = select(H.category, H.phase, func.count()).where(*_conditions(f)).group_by(H.category, H.phase)
     with db.session() as session:
         rows = session.execute(query).all()
-    return [{"category": c, "phase": p, "count": int(n)} for c, p, n in rows]
+    unknown = "(unknown)"
+    counts: dict[tuple[str, str], int] = {}
+    for category, phase, n in rows:
+        key = (category or unknown, phase or unknown)
+        counts[key] = counts.get(key, 0) + n
+    return [{"category": c, "phase": p, "count": n} for (c, p), n in sorted(counts.items())]
 
 
 def queue_wait(db: Database, f: HistoryFilter) -> dict[str, Any]:
@@ -268,69 +247,42 @@ def queue_wait(db: Database, f: HistoryFilter) -> dict[str, Any]:
                   'after_n', 'after_avg_s', 'after_max_s'}],
      'bins': [{'bin', 'before', 'after'}]}   (counts per WAIT_BINS bin, every bin present)
     """
-    before_raw = _seconds_between(db, H.changed_at, T.queued_at)
-    after_raw = _seconds_between(db, T.started_at, H.changed_at)
-    # Per row: the two waits (NULL when unknown or negative), computed once in a subquery.
-    per_row = (
-        _joined(
-            H.action.label("action"),
-            case((and_(T.queued_at.is_not(None), T.queued_at <= H.changed_at), before_raw), else_=None).label("b"),
-            case((and_(T.started_at.is_not(None), T.started_at >= H.changed_at), after_raw), else_=None).label("a"),
-        )
+    return _queue_wait(_wait_groups(db, f, H.wait_before_s), _wait_groups(db, f, H.wait_after_s))
+
+
+def _wait_groups(db: Database, f: HistoryFilter, seconds) -> list[tuple]:
+    """(action, bin or -1 when unknown, count, sum, max) for one of the two stored waits.
+
+    The two waits are two histograms, not one joint one: grouping by one bin at a time sorts
+    far fewer distinct keys, and page() runs both side by side."""
+    whens = [(seconds < limit, literal(i)) for i, (_, limit) in enumerate(WAIT_BINS[:-1])]
+    bin_ = case((seconds.is_(None), literal(-1)), *whens, else_=literal(len(WAIT_BINS) - 1)).label("bin")
+    query = (
+        select(H.action, bin_, func.count(), func.sum(seconds), func.max(seconds))
         .where(*_conditions(f))
-        # MATERIALIZED: compute each wait once, not once per reference (SQLite >= 3.35, PostgreSQL 12+).
-        .cte("waits")
-        .prefix_with("MATERIALIZED")
+        .group_by(H.action, bin_)
     )
-
-    def bin_of(seconds) -> ColumnElement:
-        whens = [(seconds < limit, literal(i)) for i, (_, limit) in enumerate(WAIT_BINS[:-1])]
-        return case((seconds.is_(None), literal(-1)), *whens, else_=literal(len(WAIT_BINS) - 1))
-
-    before_bin = bin_of(per_row.c.b).label("bb")
-    after_bin = bin_of(per_row.c.a).label("ab")
-    # One scan: group by action and both bins (at most 3 x 8 x 8 groups), finish in Python.
-    query = select(
-        per_row.c.action,
-        before_bin,
-        after_bin,
-        func.count(),
-        func.sum(per_row.c.b),
-        func.max(per_row.c.b),
-        func.sum(per_row.c.a),
-        func.max(per_row.c.a),
-    ).group_by(per_row.c.action, before_bin, after_bin)
     with db.session() as session:
-        groups = session.execute(query).all()
+        return [tuple(row) for row in session.execute(query)]
 
+
+def _queue_wait(before: list[tuple], after: list[tuple]) -> dict[str, Any]:
     summary: dict[str, dict[str, Any]] = {}
-    before_bins = [0] * len(WAIT_BINS)
-    after_bins = [0] * len(WAIT_BINS)
-    for action, bb, ab, n, bsum, bmax, asum, amax in groups:
-        row = summary.setdefault(
-            action,
-            {
-                "action": action,
-                "upgrades": 0,
-                "before_n": 0,
-                "before_sum": 0.0,
-                "before_max_s": None,
-                "after_n": 0,
-                "after_sum": 0.0,
-                "after_max_s": None,
-            },
-        )
-        row["upgrades"] += n
-        if bb >= 0:
-            before_bins[bb] += n
-            row["before_n"] += n
-            row["before_sum"] += float(bsum)
-            row["before_max_s"] = max(float(bmax), row["before_max_s"] or 0.0)
-        if ab >= 0:
-            after_bins[ab] += n
-            row["after_n"] += n
-            row["after_sum"] += float(asum)
-            row["after_max_s"] = max(float(amax), row["after_max_s"] or 0.0)
+    bins = {"before": [0] * len(WAIT_BINS), "after": [0] * len(WAIT_BINS)}
+    for side, groups in (("before", before), ("after", after)):
+        for action, bin_, n, total, largest in groups:
+            row = summary.setdefault(
+                action,
+                {"action": action, "upgrades": 0, "before_n": 0, "before_sum": 0.0, "before_max_s": None,
+                 "after_n": 0, "after_sum": 0.0, "after_max_s": None},
+            )  # fmt: skip
+            if side == "before":
+                row["upgrades"] += n  # every row is in exactly one 'before' group
+            if bin_ >= 0:
+                bins[side][bin_] += n
+                row[f"{side}_n"] += n
+                row[f"{side}_sum"] += float(total)
+                row[f"{side}_max_s"] = max(float(largest), row[f"{side}_max_s"] or 0.0)
 
     def num(value) -> float | None:
         return None if value is None else round(float(value), 3)
@@ -353,9 +305,32 @@ def queue_wait(db: Database, f: HistoryFilter) -> dict[str, Any]:
     return {
         "summary": result,
         "bins": [
-            {"bin": label, "before": before_bins[i], "after": after_bins[i]} for i, (label, _) in enumerate(WAIT_BINS)
+            {"bin": label, "before": bins["before"][i], "after": bins["after"][i]}
+            for i, (label, _) in enumerate(WAIT_BINS)
         ],
     }
+
+
+# The page's queries are independent reads: run side by side (each on its own connection;
+# both drivers release the GIL while the database works), the page takes as long as the
+# slowest one instead of their sum. Process-wide, so concurrent pages share four threads.
+_QUERIES = ThreadPoolExecutor(max_workers=4, thread_name_prefix="history-query")
+
+
+def page(db: Database, f: HistoryFilter, *, table_limit: int = TABLE_LIMIT) -> dict[str, Any]:
+    """Everything the history page shows for one filter: {'over_time', 'by_user',
+    'by_category', 'wait', 'table'}, as the functions above return them."""
+    jobs = {  # the slowest first, so they start at once
+        "wait_before": _QUERIES.submit(_wait_groups, db, f, H.wait_before_s),
+        "wait_after": _QUERIES.submit(_wait_groups, db, f, H.wait_after_s),
+        "over_time": _QUERIES.submit(upgrades_over_time, db, f),
+        "table": _QUERIES.submit(history_rows, db, f, limit=table_limit),
+        "by_user": _QUERIES.submit(upgrades_by_user, db, f),
+        "by_category": _QUERIES.submit(upgrades_by_category_phase, db, f),
+    }
+    done = {name: job.result() for name, job in jobs.items()}
+    done["wait"] = _queue_wait(done.pop("wait_before"), done.pop("wait_after"))
+    return done
 
 
 def filter_options(db: Database) -> dict[str, list[str]]:
@@ -363,7 +338,7 @@ def filter_options(db: Database) -> dict[str, list[str]]:
     with db.session() as session:
         users = session.scalars(select(H.changed_by).distinct().order_by(H.changed_by)).all()
         categories = session.scalars(
-            select(T.category).where(T.id.in_(select(H.task_id))).distinct().order_by(T.category)
+            select(H.category).where(H.category.is_not(None)).distinct().order_by(H.category)
         ).all()
     return {"users": list(users), "categories": list(categories)}
 
@@ -377,8 +352,8 @@ def _row_columns():
         H.changed_at,
         H.task_id,
         T.name,
-        T.category,
-        T.phase,
+        H.category,
+        H.phase,
         H.action,
         H.from_priority,
         H.to_priority,
@@ -386,8 +361,8 @@ def _row_columns():
         H.to_bucket,
         H.changed_by,
         H.reason,
-        T.queued_at,
-        T.started_at,
+        H.queued_at,
+        H.started_at,
         T.status,
     )
 
@@ -397,9 +372,8 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def count_rows(db: Database, f: HistoryFilter) -> int:
-    base = _joined if _needs_join(f) else lambda *c: select(*c).select_from(H)
     with db.session() as session:
-        return int(session.scalar(base(func.count()).where(*_conditions(f))))
+        return int(session.scalar(select(func.count()).select_from(H).where(*_conditions(f))))
 
 
 def history_rows(db: Database, f: HistoryFilter, *, limit: int = TABLE_LIMIT, offset: int = 0) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from sqlalchemy import func, select, update
 from core.broker import TaskBroker
 from core.priority import subject_for
 from db.engine import Database
-from db.models import Task, TaskStatus, utcnow
+from db.models import Task, TaskStatus, status_is, utcnow
 
 RECONCILE_GRACE = timedelta(seconds=10)
 
@@ -24,7 +24,7 @@ def reap_expired_leases(db: Database, limit: int = 500) -> tuple[int, int]:
     with db.session() as session:
         expired = session.execute(
             select(Task.id, Task.generation, Task.lease_token, Task.attempts, Task.max_attempts, Task.worker_id)
-            .where(Task.status == TaskStatus.RUNNING, Task.lease_expires_at < now)
+            .where(status_is(TaskStatus.RUNNING), Task.lease_expires_at < now)
             .limit(limit)
         ).all()
     requeued = failed = 0
@@ -74,7 +74,7 @@ def published_queued_counts(db: Database) -> dict[str, int]:
     with db.session() as session:
         rows = session.execute(
             select(Task.category, Task.phase, Task.bucket, func.count())
-            .where(Task.status == TaskStatus.QUEUED, Task.publish_due_at.is_(None), Task.stream_seq.is_not(None))
+            .where(status_is(TaskStatus.QUEUED), Task.publish_due_at.is_(None), Task.stream_seq.is_not(None))
             .group_by(Task.category, Task.phase, Task.bucket)
         ).all()
     return {subject_for(c, p, b): n for c, p, b, n in rows}
@@ -109,7 +109,7 @@ def _published_rows(db: Database, category: str, phase: str, bucket: str, limit:
             for row in session.execute(
                 select(Task.id, Task.generation, Task.stream_seq)
                 .where(
-                    Task.status == TaskStatus.QUEUED,
+                    status_is(TaskStatus.QUEUED),
                     Task.category == category,
                     Task.phase == phase,
                     Task.bucket == bucket,

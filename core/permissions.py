@@ -17,6 +17,7 @@ class Permission(str, Enum):
     CRITICAL_TASKS = "critical_tasks"
     MANAGE_USERS = "manage_users"
     VIEW_HISTORY = "view_history"
+    DISPATCH_TASKS = "dispatch_tasks"  # not in DESIGN section 2: see docs/architecture.md
 
 
 class Role(str, Enum):
@@ -27,7 +28,7 @@ class Role(str, Enum):
 
 
 _VIEW = {Permission.VIEW_DASHBOARD, Permission.VIEW_TASKS}
-_OPERATE = _VIEW | {Permission.PRIORITIZE_TASKS}
+_OPERATE = _VIEW | {Permission.PRIORITIZE_TASKS, Permission.DISPATCH_TASKS}
 _MANAGE = _OPERATE | {Permission.URGENT_TASKS, Permission.CANCEL_TASKS, Permission.VIEW_HISTORY}
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -45,6 +46,7 @@ UPGRADE_PERMISSIONS: dict[UpgradeAction, Permission] = {
 
 RETRY_PERMISSION = Permission.PRIORITIZE_TASKS
 CANCEL_PERMISSION = Permission.CANCEL_TASKS
+DISPATCH_PERMISSION = Permission.DISPATCH_TASKS
 
 
 def parse_role(value: object) -> Role:

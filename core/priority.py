@@ -124,3 +124,9 @@ SUBJECT_ROOT = "tasks"
 
 def subject_for(category: str, phase: str, bucket: Bucket | str) -> str:
     return f"{SUBJECT_ROOT}.{category}.{phase}.{Bucket(bucket).value}"
+
+
+def subject_parts(subject: str) -> tuple[str, str, str]:
+    """(category, phase, bucket) of a task subject."""
+    _, category, phase, bucket = subject.split(".")
+    return category, phase, bucket

@@ -14,6 +14,7 @@ from core.errors import InvalidInput
 from core.priority import DEFAULT_CATEGORIES
 
 PREFIX = "SWITCHYARD_"
+ENVIRONMENTS = ("development", "production")
 
 
 @dataclass(frozen=True)
@@ -34,10 +35,25 @@ class Settings:
     reaper_interval_seconds: float = 2.0
     reconcile_interval_seconds: float = 30.0
     idle_resweep_seconds: float = 2.0
+    worker_prefetch: int = 32
+    task_modules: tuple[str, ...] = ()
+    log_format: str = "json"
+    log_level: str = "info"
+    metrics_token: str | None = None
+    worker_metrics_port: int = 0
+    web_processes: int = 2
+    web_threads: int = 8
     broker_timeout_seconds: float = 5.0
     host: str = "127.0.0.1"
     port: int = 8050
     secret_key: str | None = None
+    # Security (docs/reliability.md, "Security"): production refuses to start without a strong
+    # secret key; proxies are trusted for X-Forwarded-* only when counted here.
+    env: str = "development"
+    trusted_proxies: int = 0
+    login_max_failures: int = 5
+    login_max_failures_per_address: int = 20
+    login_window_seconds: float = 900.0
 
     @property
     def resolved_database_url(self) -> str:
@@ -54,13 +70,17 @@ class Settings:
         return replace(self, **changes)
 
 
+def _names(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
 _FIELDS = {
     "DATA_DIR": ("data_dir", Path),
     "NATS_URL": ("nats_url", str),
     "DATABASE_URL": ("database_url", str),
     "STREAM_NAME": ("stream_name", str),
     "STREAM_REPLICAS": ("stream_replicas", int),
-    "CATEGORIES": ("categories", lambda v: tuple(c.strip() for c in v.split(",") if c.strip())),
+    "CATEGORIES": ("categories", _names),
     "LEASE_SECONDS": ("lease_seconds", float),
     "MAX_ATTEMPTS": ("max_attempts", int),
     "RETRY_BACKOFF_SECONDS": ("retry_backoff_seconds", float),
@@ -71,10 +91,23 @@ _FIELDS = {
     "REAPER_INTERVAL_SECONDS": ("reaper_interval_seconds", float),
     "RECONCILE_INTERVAL_SECONDS": ("reconcile_interval_seconds", float),
     "IDLE_RESWEEP_SECONDS": ("idle_resweep_seconds", float),
+    "WORKER_PREFETCH": ("worker_prefetch", int),
+    "TASK_MODULES": ("task_modules", _names),
+    "LOG_FORMAT": ("log_format", str),
+    "LOG_LEVEL": ("log_level", str),
+    "METRICS_TOKEN": ("metrics_token", str),
+    "WORKER_METRICS_PORT": ("worker_metrics_port", int),
+    "WEB_PROCESSES": ("web_processes", int),
+    "WEB_THREADS": ("web_threads", int),
     "BROKER_TIMEOUT_SECONDS": ("broker_timeout_seconds", float),
     "HOST": ("host", str),
     "PORT": ("port", int),
     "SECRET_KEY": ("secret_key", str),
+    "ENV": ("env", str),
+    "TRUSTED_PROXIES": ("trusted_proxies", int),
+    "LOGIN_MAX_FAILURES": ("login_max_failures", int),
+    "LOGIN_MAX_FAILURES_PER_ADDRESS": ("login_max_failures_per_address", int),
+    "LOGIN_WINDOW_SECONDS": ("login_window_seconds", float),
 }
 
 
@@ -101,8 +134,26 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
 
 def _validate(settings: Settings) -> None:
+    if settings.env not in ENVIRONMENTS:
+        raise InvalidInput(f"SWITCHYARD_ENV must be {' or '.join(ENVIRONMENTS)}, not {settings.env!r}")
+    if not 0 <= settings.trusted_proxies <= 10:
+        raise InvalidInput("SWITCHYARD_TRUSTED_PROXIES must be the number of proxies in front of the console, 0-10")
+    if settings.login_max_failures < 1 or settings.login_max_failures_per_address < 1:
+        raise InvalidInput("SWITCHYARD_LOGIN_MAX_FAILURES and ..._PER_ADDRESS must be at least 1")
+    if settings.login_window_seconds <= 0:
+        raise InvalidInput("SWITCHYARD_LOGIN_WINDOW_SECONDS must be positive")
     if settings.max_attempts < 1:
         raise InvalidInput("SWITCHYARD_MAX_ATTEMPTS must be at least 1")
+    if settings.log_format not in ("json", "text"):
+        raise InvalidInput("SWITCHYARD_LOG_FORMAT must be json or text")
+    if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise InvalidInput("SWITCHYARD_LOG_LEVEL must be debug, info, warning or error")
+    if not 0 <= settings.worker_metrics_port <= 65535:
+        raise InvalidInput("SWITCHYARD_WORKER_METRICS_PORT must be a port number (0: off)")
+    if not 1 <= settings.web_processes <= 64 or not 1 <= settings.web_threads <= 256:
+        raise InvalidInput("SWITCHYARD_WEB_PROCESSES must be 1-64 and SWITCHYARD_WEB_THREADS 1-256")
+    if not 1 <= settings.worker_prefetch <= 1000:
+        raise InvalidInput("SWITCHYARD_WORKER_PREFETCH must be from 1 to 1000")
     if settings.lease_seconds <= 0:
         raise InvalidInput("SWITCHYARD_LEASE_SECONDS must be positive")
     if not settings.categories:

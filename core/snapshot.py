@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from core.broker import BrokerThread
 from core.errors import SwitchyardError
+from core.outbox import relay_backlog
 from core.stats import broker_depths, database_stats
 from db.engine import Database
 from db.models import Task, TaskStatus, WorkerRecord, utcnow
@@ -22,22 +23,55 @@ from db.models import Task, TaskStatus, WorkerRecord, utcnow
 log = logging.getLogger(__name__)
 
 WORKER_ONLINE_WINDOW = timedelta(seconds=15)
+THROUGHPUT_WINDOW = timedelta(hours=1)
+THROUGHPUT_STATUSES = (TaskStatus.SUCCEEDED, TaskStatus.FAILED)
 
 
-def throughput_last_hour(db: Database) -> list[dict[str, Any]]:
-    """Finished tasks per minute over the last hour, by outcome."""
-    since = utcnow() - timedelta(hours=1)
+def throughput_last_hour(db: Database, now: datetime | None = None) -> dict[str, Any]:
+    """Tasks finished per minute over the hour up to `now`, by outcome, counted in SQL.
+
+    {'start', 'end' (aware UTC: the chart's fixed range, now - 60 min .. now),
+     'minutes': [start of each minute bin, oldest first, every bin present],
+     'succeeded': [count per bin], 'failed': [count per bin]}
+    """
+    now = now or utcnow()
+    start = now - THROUGHPUT_WINDOW
+    first = start.replace(second=0, microsecond=0)
+    minutes = [first + timedelta(minutes=i) for i in range(int((now - first).total_seconds() // 60) + 1)]
+    if db.is_sqlite:
+        # Stored as 'YYYY-MM-DD HH:MM:SS.ffffff' text: the first 16 characters are the minute.
+        minute = func.substr(Task.finished_at, 1, 16)
+    else:
+        minute = func.date_trunc("minute", Task.finished_at)
+    minute = minute.label("minute")
+    counts = {status: [0] * len(minutes) for status in THROUGHPUT_STATUSES}
     with db.session() as session:
+        # No condition on status: with one, SQLite may walk a status index over every finished
+        # task instead of the finished_at range. Cancelled rows (few) are dropped below.
         rows = session.execute(
-            select(Task.finished_at, Task.status).where(
-                Task.finished_at >= since, Task.status.in_((TaskStatus.SUCCEEDED, TaskStatus.FAILED))
-            )
+            select(minute, Task.status, func.count())
+            .where(Task.finished_at >= start, Task.finished_at <= now)
+            .group_by(minute, Task.status)
         ).all()
-    per_minute: dict[tuple[str, str], int] = {}
-    for finished_at, status in rows:
-        minute = finished_at.replace(second=0, microsecond=0).isoformat()
-        per_minute[(minute, status)] = per_minute.get((minute, status), 0) + 1
-    return [{"minute": m, "status": s, "count": n} for (m, s), n in sorted(per_minute.items())]
+    for value, status, count in rows:
+        if status not in counts:
+            continue
+        at = _minute(value)
+        index = int((at - first).total_seconds() // 60)
+        if 0 <= index < len(minutes):
+            counts[status][index] += count
+    return {
+        "start": start.isoformat(),
+        "end": now.isoformat(),
+        "minutes": [m.isoformat() for m in minutes],
+        **counts,
+    }
+
+
+def _minute(value: datetime | str) -> datetime:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value[:16])
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 def workers_online(db: Database) -> list[dict[str, Any]]:
@@ -85,6 +119,10 @@ class OverviewSnapshot:
                     self._thread.start()
         return self._latest
 
+    def latest(self) -> dict[str, Any] | None:
+        """The last snapshot taken, without taking one (None before the first)."""
+        return self._latest
+
     def compute(self) -> dict[str, Any]:
         self.computations += 1
         snapshot: dict[str, Any] = {"taken_at": utcnow().isoformat(), "errors": []}
@@ -99,9 +137,10 @@ class OverviewSnapshot:
             snapshot["database"] = database_stats(self.db)
             snapshot["throughput"] = throughput_last_hour(self.db)
             snapshot["workers"] = workers_online(self.db)
+            snapshot["relay_backlog"] = relay_backlog(self.db)
         except SwitchyardError as error:
             snapshot.setdefault("database", None)
-            snapshot.setdefault("throughput", [])
+            snapshot.setdefault("throughput", None)
             snapshot.setdefault("workers", [])
             snapshot["errors"].append(str(error))
         return snapshot

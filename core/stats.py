@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from core.broker import TaskBroker
 from core.priority import BUCKETS_IN_ORDER
 from db.engine import Database
-from db.models import Task, TaskStatus, utcnow
+from db.models import Task, TaskStatus, status_is, utcnow
 
 
 def bucket_totals(subject_counts: dict[str, int]) -> dict[str, int]:
@@ -35,7 +35,7 @@ def database_stats(db: Database) -> dict[str, Any]:
         by_status = dict(session.execute(select(Task.status, func.count()).group_by(Task.status)).all())
         cells = session.execute(
             select(Task.category, Task.phase, Task.bucket, func.count(), func.min(Task.queued_at))
-            .where(Task.status == TaskStatus.QUEUED)
+            .where(status_is(TaskStatus.QUEUED))
             .group_by(Task.category, Task.phase, Task.bucket)
         ).all()
     buckets = {b.value: {"queued": 0, "oldest_age_seconds": None} for b in BUCKETS_IN_ORDER}

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, TypeVar
 
 from sqlalchemy import insert, select, update
 
+from core import metrics
 from core.audit import audit, run_audited
 from core.broker import BrokerThread, TaskMessage
 from core.errors import (
@@ -29,7 +30,7 @@ from core.errors import (
     WrongState,
 )
 from core.outbox import PUBLISH_GRACE, record_published
-from core.permissions import CANCEL_PERMISSION, RETRY_PERMISSION, UPGRADE_PERMISSIONS
+from core.permissions import CANCEL_PERMISSION, DISPATCH_PERMISSION, RETRY_PERMISSION, UPGRADE_PERMISSIONS
 from core.priority import (
     DEFAULT_PRIORITY,
     PHASES,
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 MAX_ARGS_BYTES = 64 * 1024
 MAX_REASON_LENGTH = 500
 MAX_ID_LENGTH = 64
+MAX_BATCH = 1000
 
 T = TypeVar("T")
 
@@ -68,6 +70,12 @@ class DispatchRequest:
     phase: str | None = None
     correlation_id: str | None = None
     max_attempts: int | None = None
+
+
+@dataclass(frozen=True)
+class Dispatched:
+    task_ids: list[str]
+    publish_error: str | None  # None: published; else stored, and the relay publishes later
 
 
 @dataclass(frozen=True)
@@ -138,8 +146,45 @@ class TaskService:
             return []
         with self.db.session(write=True) as session:
             session.execute(insert(Task), rows)
+        count_dispatched(rows)
         self._publish([row_message(row) for row in rows])
         return [row["id"] for row in rows]
+
+    def dispatch_tasks_as(
+        self, requests: Iterable[DispatchRequest], user: str, *, address: str | None = None
+    ) -> Dispatched:
+        """Dispatch for a person or a service (the HTTP API): needs dispatch_tasks; the tasks
+        are created_by the user, and the request leaves one audit row (the ids are time-ordered,
+        so a batch is named by its first and last)."""
+
+        def operation() -> Dispatched:
+            actor = authorize(self.db, user, DISPATCH_PERMISSION, action="dispatch", target=None, address=address)
+            batch = list(requests)
+            if not 1 <= len(batch) <= MAX_BATCH:
+                raise InvalidInput(f"dispatch 1 to {MAX_BATCH} tasks at a time, not {len(batch)}")
+            now = utcnow()
+            rows = []
+            for index, request in enumerate(batch):
+                try:
+                    rows.append(build_task_row(self.settings, self.registry, request, now, actor.username))
+                except InvalidInput as error:
+                    raise InvalidInput(f"task {index}: {error}" if len(batch) > 1 else str(error)) from None
+            ids = [row["id"] for row in rows]
+            with self.db.session(write=True) as session:
+                session.execute(insert(Task), rows)
+                audit(
+                    session,
+                    actor=actor.username,
+                    action="dispatch",
+                    target=ids[0] if len(ids) == 1 else f"{ids[0]}..{ids[-1]}",
+                    detail=", ".join(sorted({row["name"] for row in rows}))
+                    + (f" ({len(ids)} tasks)" if len(ids) > 1 else f" at priority {rows[0]['priority']}"),
+                    address=address,
+                )
+            count_dispatched(rows)
+            return Dispatched(ids, self._publish([row_message(row) for row in rows]))
+
+        return self._audited(user, "dispatch", None, address, operation)
 
     # -- upgrade / cancel / retry -------------------------------------------------------------
 
@@ -172,10 +217,11 @@ class TaskService:
                     values.update(generation=task.generation + 1, publish_due_at=utcnow() + PUBLISH_GRACE)
                 # Within one bucket the message keeps its place in line: same generation.
                 self._compare_and_set(session, task, values, extra=(Task.priority == task.priority,))
+                changed_at = utcnow()
                 session.add(
                     PriorityHistory(
                         task_id=task.id,
-                        changed_at=utcnow(),
+                        changed_at=changed_at,
                         from_priority=old[1],
                         to_priority=int(target),
                         from_bucket=old[2],
@@ -183,6 +229,10 @@ class TaskService:
                         action=upgrade.value,
                         reason=checked_reason,
                         changed_by=actor.username,
+                        category=task.category,
+                        phase=task.phase,
+                        queued_at=task.queued_at,
+                        wait_before_s=(changed_at - task.queued_at).total_seconds(),
                     )
                 )
                 audit(
@@ -197,6 +247,7 @@ class TaskService:
             if requeue:
                 self._publish([new_message])
                 self._delete_old_message(old[3] if old[4] == old[0] else None)
+            metrics.UPGRADES.labels(upgrade.value).inc()
             return UpgradeResult(task.id, upgrade.value, old[1], int(target), old[2], to_bucket, requeue)
 
         return self._audited(user, str(action)[:16] if action else "upgrade", task_id, address, operation)
@@ -221,6 +272,7 @@ class TaskService:
                     },
                 )
                 audit(session, actor=actor.username, action="cancel", target=task.id, address=address)
+            metrics.CANCELLED.inc()
             self._delete_old_message(seq)
 
         self._audited(user, "cancel", task_id, address, operation)
@@ -254,6 +306,7 @@ class TaskService:
                 )
                 audit(session, actor=actor.username, action="retry", target=task.id, address=address)
                 message = TaskMessage(task.id, task.generation + 1, subject_for(task.category, task.phase, task.bucket))
+            metrics.RETRIED.labels("manual").inc()
             self._publish([message])
 
         self._audited(user, "retry", task_id, address, operation)
@@ -311,23 +364,26 @@ class TaskService:
     def _audited(self, user: object, action: str, target: object, address: str | None, operation: Callable[[], T]) -> T:
         return run_audited(self.db, user, action, target, address, operation)
 
-    def _publish(self, messages: list[TaskMessage]) -> None:
-        """Publish now if the broker answers; otherwise the relay does it later."""
+    def _publish(self, messages: list[TaskMessage]) -> str | None:
+        """Publish now if the broker answers; otherwise the relay does it later. Returns why
+        not (None when everything was published)."""
         if self.broker is None:
             self.last_publish_error = "no broker configured"
-            return
+            return self.last_publish_error
         try:
             results = self.broker.run(self.broker.broker.publish(messages))
         except BrokerUnavailable as error:
             self.last_publish_error = str(error)
             log.warning("%s; %d task(s) kept for the relay", error, len(messages))
-            return
+            return str(error)
         failures = [r for r in results if isinstance(r, Exception)]
-        self.last_publish_error = f"broker unavailable: {failures[0]}" if failures else None
+        problem = f"broker unavailable: {failures[0]}" if failures else None
+        self.last_publish_error = problem
         try:
             record_published(self.db, results)
         except DatabaseUnavailable as error:
             log.warning("published but not recorded (%s): the relay will republish, deduplicated", error)
+        return problem
 
     def _delete_old_message(self, stream_seq: int | None) -> None:
         """Best effort: a message left behind has a stale generation and is dropped unrun."""
@@ -337,6 +393,11 @@ class TaskService:
             self.broker.run(self.broker.broker.delete_message(stream_seq))
         except BrokerUnavailable as error:
             log.info("old message %s not deleted (%s); workers will drop it", stream_seq, error)
+
+
+def count_dispatched(rows: list[dict]) -> None:
+    for row in rows:
+        metrics.DISPATCHED.labels(row["category"], row["bucket"]).inc()
 
 
 def build_task_row(

@@ -18,7 +18,7 @@ from typing import Callable, TypeVar
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.audit import audit, run_audited
+from core.audit import DENIED, audit, record, run_audited
 from core.errors import InvalidInput, NotAllowed, NotFound, WrongState
 from core.permissions import Permission, Role, parse_role
 from core.users import add_user, authorize, hash_password, load_actor, validate_password, validate_username
@@ -74,17 +74,33 @@ def _authorize(db: Database, actor: object, action: str, target: object, address
     ).username
 
 
+class _NoLongerAllowed(NotAllowed):
+    """Refused inside the write transaction, which rolls back: audited afterwards by _audited."""
+
+
 def _recheck(session: Session, actor: str) -> None:
     """Inside the write transaction: the actor may have been disabled or demoted since authorize."""
     current = load_actor(session, actor)
     if current is None or not current.can(Permission.MANAGE_USERS):
-        raise NotAllowed(f"not allowed: {actor!r} may no longer {MANAGE_PHRASE}")
+        raise _NoLongerAllowed(f"not allowed: {actor!r} may no longer {MANAGE_PHRASE}")
 
 
 def _audited(
     db: Database, actor: object, action: str, target: object, address: str | None, operation: Callable[[], T]
 ) -> T:
-    return run_audited(db, _name(actor), action, _name(target), address, operation)
+    try:
+        return run_audited(db, _name(actor), action, _name(target), address, operation)
+    except _NoLongerAllowed as error:
+        record(
+            db,
+            actor=_name(actor),
+            action=action,
+            target=_name(target) or None,
+            outcome=DENIED,
+            detail=str(error),
+            address=address,
+        )
+        raise
 
 
 def _get_user(session: Session, username: object, *, lock: bool = True) -> User:

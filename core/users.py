@@ -8,14 +8,22 @@ from dataclasses import dataclass
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from core.audit import audit
 from core.errors import InvalidInput, NotAllowed
 from core.permissions import Permission, Role, parse_role
+from core.security import (
+    SIGN_IN,
+    WRONG_CREDENTIALS,
+    LoginLimits,
+    SignInThrottled,
+    dummy_password_hash,
+    throttle_wait,
+)
 from db.engine import Database
-from db.models import RolePermission, User, WebSession, utcnow
+from db.models import AuditLog, RolePermission, User, WebSession, utcnow
 
 ACTION_PHRASES = {
     "prioritize": "prioritize tasks",
@@ -29,6 +37,9 @@ ACTION_PHRASES = {
     "user.enable": "manage users",
     "user.password": "manage users",
     "user.list": "manage users",
+    "dispatch": "dispatch tasks",
+    "task.view": "view tasks",
+    "depths.view": "view queue depths",
 }
 
 USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
@@ -96,15 +107,19 @@ def authorize(
     target: str | None,
     address: str | None = None,
 ) -> Actor:
-    """Return the actor if they hold `permission`; otherwise write a denied audit row and raise."""
-    with db.session(write=True) as session:
+    """Return the actor if they hold `permission`; otherwise write a denied audit row and raise.
+
+    The check only reads; a write transaction is opened just to record a denial.
+    """
+    with db.session() as session:
         actor = load_actor(session, username)
-        if actor is not None and actor.can(permission):
-            return actor
-        if actor is None:
-            message = f"not allowed: user {str(username)[:64]!r} does not exist or is disabled"
-        else:
-            message = f"not allowed: {actor.role.value} {actor.username!r} may not {ACTION_PHRASES.get(action, action)}"
+    if actor is not None and actor.can(permission):
+        return actor
+    if actor is None:
+        message = f"not allowed: user {str(username)[:64]!r} does not exist or is disabled"
+    else:
+        message = f"not allowed: {actor.role.value} {actor.username!r} may not {ACTION_PHRASES.get(action, action)}"
+    with db.session(write=True) as session:
         audit(
             session,
             actor=str(username)[:64] if username else None,
@@ -156,43 +171,70 @@ class SignedIn:
     role: Role
 
 
-WRONG_CREDENTIALS = "wrong user name or password"
-
-
-def authenticate(db: Database, username: object, password: object, *, address: str | None = None) -> SignedIn:
-    """Check a password. Unknown users, disabled users and wrong passwords get the same message;
-    every attempt is audited."""
-    name = username if isinstance(username, str) else ""
+def authenticate(
+    db: Database,
+    username: object,
+    password: object,
+    *,
+    address: str | None = None,
+    limits: LoginLimits | None = None,
+) -> SignedIn:
+    """Check a password. Unknown users, disabled users and wrong passwords get the same message
+    and cost the same time (a password hash is checked either way); every attempt is one audit
+    row. Too many recent failures for the name or the address refuse the attempt unchecked
+    (SignInThrottled), whatever the password."""
+    limits = limits or LoginLimits()
+    name = username[:64] if isinstance(username, str) else ""
     with db.session(write=True) as session:
-        user = session.scalar(select(User).where(User.username == name[:64])) if name else None
-        ok = (
-            user is not None
-            and user.active
-            and isinstance(password, str)
-            and len(password) <= 1024
-            and verify_password(user.password_hash, password)
-        )
-        audit(
-            session,
-            actor=name[:64] or None,
-            action="sign_in",
-            target=name[:64] or None,
-            outcome="ok" if ok else "denied",
-            address=address,
-        )
-        if not ok:
-            failure = NotAllowed(WRONG_CREDENTIALS)
-        else:
-            now = utcnow()
-            user.last_login_at = now
-            token = secrets.token_urlsafe(32)
-            session.add(
-                WebSession(
-                    id=token, user_id=user.id, session_version=user.session_version, created_at=now, address=address
-                )
+        now = utcnow()
+        wait = throttle_wait(session, limits, name, address, now)
+        if wait is not None:
+            throttled = SignInThrottled(wait)
+            audit(
+                session,
+                actor=name or None,
+                action=SIGN_IN,
+                target=name or None,
+                outcome="denied",
+                detail=f"throttled: {throttled}",
+                address=address,
             )
-            return SignedIn(token, user.username, Role(user.role))
-    raise failure
+        else:
+            # Written as a failure now and turned into a success below: attempts in flight count.
+            attempt = AuditLog(
+                at=now,
+                actor=name or None,
+                action=SIGN_IN,
+                target=name or None,
+                outcome="denied",
+                detail=WRONG_CREDENTIALS,
+                address=address,
+            )
+            session.add(attempt)
+            session.flush()
+            attempt_id = attempt.id
+            lookup = name and len(username) <= 64
+            user = session.scalar(select(User).where(User.username == name)) if lookup else None
+            known = (user.id, user.password_hash, user.session_version) if user is not None and user.active else None
+    if wait is not None:
+        raise throttled
+    # The slow hash runs outside any transaction.
+    usable = isinstance(password, str) and len(password) <= 1024
+    matches = verify_password(known[1] if known else dummy_password_hash(), password if usable else "")
+    if not (known and usable and matches):
+        raise NotAllowed(WRONG_CREDENTIALS)
+    with db.session(write=True) as session:
+        user = session.get(User, known[0])
+        if user is None or not user.active or user.password_hash != known[1]:
+            raise NotAllowed(WRONG_CREDENTIALS)  # disabled or given a new password meanwhile
+        now = utcnow()
+        session.execute(update(AuditLog).where(AuditLog.id == attempt_id).values(outcome="ok", detail=None))
+        user.last_login_at = now
+        token = secrets.token_urlsafe(32)
+        session.add(
+            WebSession(id=token, user_id=user.id, session_version=user.session_version, created_at=now, address=address)
+        )
+        return SignedIn(token, user.username, Role(user.role))
 
 
 def session_user(db: Database, token: object) -> Actor | None:
@@ -220,7 +262,8 @@ def end_session(db: Database, token: object, *, address: str | None = None) -> N
             return
         web_session.ended_at = utcnow()
         user = session.get(User, web_session.user_id)
-        audit(session, actor=user.username if user else None, action="sign_out", address=address)
+        name = user.username if user else None
+        audit(session, actor=name, action="sign_out", target=name, address=address)
 
 
 FIRST_ADMIN = "admin"

@@ -1,41 +1,48 @@
 """The priority-aware worker (DESIGN sections 4-5).
 
-Fetching: sweep no-wait pulls high -> normal -> low over the consumers in scope, take the
-first hit; within a bucket, rotate the starting consumer so categories share it fairly.
-When everything is empty, wait for the doorbell (or a safety re-sweep after a few seconds).
+A worker runs `concurrency` slots. Each slot loops: take the next message (core.fetching:
+highest bucket first, fair inside a bucket), claim it with a compare-and-set (queued ->
+running, new lease token) in the same transaction that records the slot's previous outcome,
+ack it, run the function in a thread while a heartbeat extends the lease, and keep the outcome
+for the next transaction. Outcomes are fenced on the lease token, so a worker whose lease was
+reaped meanwhile cannot overwrite anything. A message whose generation is not the row's
+current one fails its claim and is dropped with term(), unrun.
 
-Running: claim with a compare-and-set (queued -> running, new lease token), ack the message,
-heartbeat the lease while the function runs in a thread, finish fenced on the lease token.
-A message whose generation is not the row's current one is dropped with term(), unrun.
+Transactions from all slots go through one GroupCommit: a busy worker commits once for
+several tasks, an idle one at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextvars
 import logging
 import os
 import socket
 import threading
-import traceback
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import Any, Callable
 
 from nats.aio.msg import Msg
-from sqlalchemy import insert, update
+from sqlalchemy import update
 
+from core import logs, metrics
 from core.broker import BrokerUnavailable, TaskBroker, TaskMessage, consumer_name
 from core.errors import DatabaseUnavailable, InvalidInput
+from core.fetching import HOLD_SECONDS, MessageSource
+from core.group_commit import GroupCommit
+from core.leases import Claimed, Finished, claim, extend_lease, record_outcome, run_task
 from core.maintenance import reap_expired_leases, reconcile
 from core.outbox import due_messages, record_published
-from core.priority import BUCKETS_IN_ORDER, PHASES, Bucket
+from core.priority import BUCKETS_IN_ORDER, PHASES, Bucket, subject_parts
 from core.registry import TaskContext, TaskRegistry
 from core.settings import Settings
-from core.tasks import DispatchRequest, build_task_row, retry_backoff, row_message
 from db.engine import Database
-from db.models import Task, TaskEffect, TaskStatus, WorkerRecord, utcnow
+from db.models import WorkerRecord, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -64,28 +71,6 @@ class WorkerScope:
 
 
 @dataclass
-class Claimed:
-    id: str
-    name: str
-    args: dict[str, Any]
-    priority: int
-    category: str
-    phase: str
-    correlation_id: str | None
-    generation: int
-    attempts: int
-    max_attempts: int
-    lease_token: str
-
-
-@dataclass
-class Outcome:
-    ok: bool
-    result: Any = None
-    error: str | None = None
-
-
-@dataclass
 class WorkerStats:
     claimed: int = 0
     succeeded: int = 0
@@ -93,147 +78,15 @@ class WorkerStats:
     dropped: int = 0
 
 
-def claim_task(
-    db: Database, message: TaskMessage, stream_seq: int | None, worker_id: str, lease: timedelta
-) -> Claimed | None:
-    """queued -> running for exactly this generation, or None if the message is stale."""
-    token = os.urandom(16).hex()
-    now = utcnow()
-    with db.session(write=True) as session:
-        row = session.execute(
-            update(Task)
-            .where(Task.id == message.task_id, Task.generation == message.generation, Task.status == TaskStatus.QUEUED)
-            .values(
-                status=TaskStatus.RUNNING,
-                lease_token=token,
-                lease_expires_at=now + lease,
-                attempts=Task.attempts + 1,
-                started_at=now,
-                worker_id=worker_id,
-                publish_due_at=None,
-                published_generation=message.generation,
-                stream_seq=stream_seq,
-            )
-            .returning(
-                Task.id,
-                Task.name,
-                Task.args,
-                Task.priority,
-                Task.category,
-                Task.phase,
-                Task.correlation_id,
-                Task.generation,
-                Task.attempts,
-                Task.max_attempts,
-            )
-            .execution_options(synchronize_session=False)
-        ).first()
-    if row is None:
-        return None
-    return Claimed(*row, lease_token=token)
-
-
-def extend_lease(db: Database, claimed: Claimed, lease: timedelta) -> bool:
-    with db.session(write=True) as session:
-        return (
-            session.execute(
-                update(Task)
-                .where(
-                    Task.id == claimed.id, Task.lease_token == claimed.lease_token, Task.status == TaskStatus.RUNNING
-                )
-                .values(lease_expires_at=utcnow() + lease)
-                .execution_options(synchronize_session=False)
-            ).rowcount
-            == 1
-        )
-
-
-def finish_task(
-    db: Database,
-    settings: Settings,
-    registry: TaskRegistry,
-    claimed: Claimed,
-    ctx: TaskContext,
-    outcome: Outcome,
-    worker_id: str,
-) -> list[TaskMessage] | None:
-    """Record the outcome, fenced on the lease. Returns messages to publish now (the next
-    pipeline phase), or None if the lease was lost and the outcome discarded."""
-    now = utcnow()
-    fence = (Task.id == claimed.id, Task.lease_token == claimed.lease_token, Task.status == TaskStatus.RUNNING)
-    released = dict(lease_token=None, lease_expires_at=None)
-    follow_up: list[dict] = []
-    with db.session(write=True) as session:
-        if outcome.ok:
-            values = dict(status=TaskStatus.SUCCEEDED, result=outcome.result, error=None, finished_at=now, **released)
-        elif claimed.attempts < claimed.max_attempts:
-            values = dict(
-                status=TaskStatus.QUEUED,
-                generation=claimed.generation + 1,
-                error=outcome.error,
-                queued_at=now,
-                publish_due_at=now + retry_backoff(settings, claimed.attempts),
-                **released,
-            )
-        else:
-            values = dict(status=TaskStatus.FAILED, error=outcome.error, finished_at=now, **released)
-        changed = session.execute(
-            update(Task).where(*fence).values(**values).execution_options(synchronize_session=False)
-        ).rowcount
-        if changed != 1:
-            return None
-        if outcome.ok:
-            if ctx.effects:
-                session.execute(
-                    insert(TaskEffect),
-                    [
-                        dict(
-                            task_id=claimed.id,
-                            generation=claimed.generation,
-                            worker_id=worker_id,
-                            recorded_at=now,
-                            value=value,
-                        )
-                        for value in ctx.effects
-                    ],
-                )
-            next_task = registry.get(claimed.name).next_task
-            if next_task:
-                request = DispatchRequest(
-                    next_task,
-                    args=outcome.result if isinstance(outcome.result, dict) else {"input": outcome.result},
-                    priority=claimed.priority,
-                    category=claimed.category,
-                    phase=registry.get(next_task).phase,
-                    correlation_id=claimed.correlation_id,
-                )
-                follow_up.append(build_task_row(settings, registry, request, now, f"pipeline:{claimed.id}"))
-                session.execute(insert(Task), follow_up)
-    return [row_message(row) for row in follow_up]
-
-
-def run_task(registry: TaskRegistry, claimed: Claimed, ctx: TaskContext) -> Outcome:
-    try:
-        spec = registry.get(claimed.name)
-        result = spec.func(ctx, **(claimed.args or {}))
-        return Outcome(True, _jsonable(result))
-    except Exception as error:
-        log.info("task %s (%s) failed: %s", claimed.id, claimed.name, error)
-        last = traceback.extract_tb(error.__traceback__)[-1:] if error.__traceback__ else []
-        where = f" (at {last[0].filename.rsplit('/', 1)[-1]}:{last[0].lineno})" if last else ""
-        return Outcome(False, error=f"{type(error).__name__}: {error}{where}"[:4000])
-
-
-def _jsonable(value: Any) -> Any:
-    try:
-        json.dumps(value)
-        return value
-    except (TypeError, ValueError):
-        return repr(value)[:4000]
-
-
 def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+
+
+def _stream_seq(msg: Msg) -> int | None:
+    try:
+        return msg.metadata.sequence.stream
+    except Exception:  # not a JetStream message (no reply metadata)
+        return None
 
 
 class Worker:
@@ -263,23 +116,25 @@ class Worker:
         self.lease = timedelta(seconds=settings.lease_seconds)
         self.stats = WorkerStats()
         self._on_event = on_event
-        self._consumers = scope.consumers_by_bucket(settings)
-        self._rotation = [0] * len(self._consumers)
-        self._running: set[asyncio.Task] = set()
-        self._wake = asyncio.Event()
-        self._slot_freed = asyncio.Event()
+        self.source = MessageSource(
+            self.broker,
+            scope.consumers_by_bucket(settings),
+            settings.idle_resweep_seconds,
+            settings.worker_prefetch,
+        )
         self._relay_now = asyncio.Event()
         self._stop = asyncio.Event()
         self._db_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="worker-db")
         self._task_pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="worker-task")
+        self._writes = GroupCommit(db, self._db_pool)
 
     # -- life cycle -------------------------------------------------------------------------
 
     def stop(self) -> None:
         self._stop.set()
-        self._wake.set()
 
     async def run(self) -> None:
+        logs.bind(worker_id=self.id)
         await self.broker.connect(retry_forever=True, name=f"switchyard worker {self.id}")
         while True:
             try:
@@ -289,9 +144,12 @@ class Worker:
                 log.warning("%s; retrying", error)
                 if await self._sleep(1.0):
                     return
-        await self.broker.subscribe_doorbell(self._wake.set)
+        await self.broker.subscribe_doorbell(self.source.doorbell)
         await self._in_db(self._register)
-        loops = [asyncio.create_task(self._presence_loop())]
+        loops = [
+            asyncio.create_task(self._presence_loop()),
+            asyncio.create_task(self._every(HOLD_SECONDS / 2, self._hand_back_held)),
+        ]
         if self.maintenance:
             loops += [
                 asyncio.create_task(self._every(self.settings.relay_interval_seconds, self._relay, self._relay_now)),
@@ -300,10 +158,9 @@ class Worker:
             ]
         log.info("worker %s started: %s concurrency=%d", self.id, self.scope.describe(), self.concurrency)
         try:
-            await self._fetch_loop()
+            await asyncio.gather(*(self._slot() for _ in range(self.concurrency)))
         finally:
-            if self._running:
-                await asyncio.gather(*self._running, return_exceptions=True)
+            await self.source.release(older_than=0)
             for task in loops:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
@@ -316,76 +173,76 @@ class Worker:
             self._task_pool.shutdown(wait=False)
             log.info("worker %s stopped", self.id)
 
-    # -- fetching ---------------------------------------------------------------------------
+    # -- one slot ---------------------------------------------------------------------------
 
-    async def _fetch_loop(self) -> None:
-        while not self._stop.is_set():
-            free = self.concurrency - len(self._running)
-            if free <= 0:
-                self._slot_freed.clear()
-                await self._wait_any(self._slot_freed, self._stop)
+    async def _slot(self) -> None:
+        """Run tasks one after another until the worker stops. The outcome of each task is
+        written in the same transaction as the next claim (or alone, when there is none)."""
+        previous: Finished | None = None
+        while True:
+            msg, ticket = (None, 0) if self._stop.is_set() else await self._next_message()
+            if msg is None:
+                if previous is not None:
+                    await self._record_alone(previous)
+                    previous = None
+                    continue
+                if self._stop.is_set():
+                    return
+                await self.source.wait(ticket, self._stop)
                 continue
-            self._wake.clear()
             try:
-                messages = await self._sweep(free)
+                message = TaskMessage.decode(msg)
+            except InvalidInput as error:
+                log.warning("%s: dropped", error)
+                await self._settle(msg.term)
+                continue
+            work = partial(self._finish_and_claim, previous, message, _stream_seq(msg))
+            try:
+                recorded, claimed = await self._writes.run(work)
+            except DatabaseUnavailable as error:
+                log.warning(
+                    "%s; message for task %s returned to the queue",
+                    error,
+                    message.task_id,
+                    extra={"task_id": message.task_id},
+                )
+                await self._settle(msg.nak, delay=2)
+                if previous is not None:
+                    await self._record_alone(previous)
+                    previous = None
+                await self._sleep(1.0)
+                continue
+            if previous is not None:
+                await self._recorded(previous, recorded)
+                previous = None
+            if claimed is None:
+                self.stats.dropped += 1
+                await self._settle(msg.term)
+                self._emit("dropped", message.task_id)
+                continue
+            await self._settle(msg.ack)  # from here the database lease owns the task
+            self.stats.claimed += 1
+            metrics.QUEUE_WAIT.labels(claimed.bucket).observe(max((utcnow() - claimed.queued_at).total_seconds(), 0))
+            self._emit("started", claimed.id)
+            previous = await self._execute(claimed)
+
+    async def _next_message(self) -> tuple[Msg | None, int]:
+        while True:
+            try:
+                return await self.source.next()
             except BrokerUnavailable as error:
                 log.warning("%s; retrying", error)
-                await self._sleep(0.5)
-                continue
-            if not messages:
-                await self._wait_any(self._wake, self._stop, timeout=self.settings.idle_resweep_seconds)
-                continue
-            for msg in messages:
-                task = asyncio.create_task(self._handle(msg))
-                self._running.add(task)
-                task.add_done_callback(self._finished)
+                if await self._sleep(0.5):
+                    return None, 0
 
-    async def _sweep(self, batch: int) -> list[Msg]:
-        """The first non-empty consumer in bucket order; fair across consumers in a bucket."""
-        for index, consumers in enumerate(self._consumers):
-            start = self._rotation[index]
-            for offset in range(len(consumers)):
-                position = (start + offset) % len(consumers)
-                messages = await self.broker.pull_no_wait(consumers[position], batch)
-                if messages:
-                    self._rotation[index] = (position + 1) % len(consumers)
-                    return messages
-        return []
+    def _finish_and_claim(self, previous: Finished | None, message: TaskMessage, seq: int | None, connection):
+        now = utcnow()
+        recorded = (
+            record_outcome(connection, self.settings, self.registry, previous, self.id, now) if previous else None
+        )
+        return recorded, claim(connection, message, seq, self.id, self.lease, now)
 
-    def _finished(self, task: asyncio.Task) -> None:
-        self._running.discard(task)
-        self._slot_freed.set()
-        if not task.cancelled() and task.exception() is not None:
-            log.error("worker %s: unexpected error handling a message", self.id, exc_info=task.exception())
-
-    # -- running one task -------------------------------------------------------------------
-
-    async def _handle(self, msg: Msg) -> None:
-        try:
-            message = TaskMessage.decode(msg)
-        except InvalidInput as error:
-            log.warning("%s: dropped", error)
-            await self._settle(msg.term)
-            return
-        try:
-            seq = msg.metadata.sequence.stream
-        except Exception:
-            seq = None
-        try:
-            claimed = await self._in_db(claim_task, self.db, message, seq, self.id, self.lease)
-        except DatabaseUnavailable as error:
-            log.warning("%s; message for task %s returned to the queue", error, message.task_id)
-            await self._settle(msg.nak, delay=2)
-            await self._sleep(1.0)
-            return
-        if claimed is None:
-            self.stats.dropped += 1
-            await self._settle(msg.term)
-            self._emit("dropped", message.task_id)
-            return
-        await self._settle(msg.ack)
-        self.stats.claimed += 1
-        self._emit("started", claimed.id)
+    async def _execute(self, claimed: Claimed) -> Finished:
         ctx = TaskContext(
             task_id=claimed.id,
             generation=claimed.generation,
@@ -395,23 +252,74 @@ class Worker:
             worker_id=self.id,
         )
         heartbeat = asyncio.create_task(self._heartbeat(claimed))
+        started = time.monotonic()
         try:
-            outcome = await asyncio.get_running_loop().run_in_executor(
-                self._task_pool, run_task, self.registry, claimed, ctx
-            )
+            with logs.bound(task_id=claimed.id):
+                outcome = await self._in_thread(self._task_pool, run_task, self.registry, claimed, ctx)
         finally:
             heartbeat.cancel()
-        follow_up = await self._finish(claimed, ctx, outcome)
-        if follow_up is None:
-            log.warning("task %s: lease lost before it finished; its outcome was discarded", claimed.id)
+        seconds = time.monotonic() - started
+        self.source.observe_run(seconds)
+        metrics.RUN_TIME.labels(claimed.bucket).observe(seconds)
+        return Finished(claimed, ctx, outcome)
+
+    async def _record_alone(self, finished: Finished) -> None:
+        """Record an outcome with no claim to share the transaction; while the database is away,
+        keep trying until the lease would have run out (then the reaper takes the task back)."""
+        deadline = asyncio.get_running_loop().time() + self.settings.lease_seconds
+        delay = 0.2
+        work = partial(self._record_outcome, finished)
+        while True:
+            try:
+                recorded = await self._writes.run(work)
+                break
+            except DatabaseUnavailable as error:
+                if asyncio.get_running_loop().time() > deadline:
+                    log.error(
+                        "task %s: %s; giving the task back to the reaper",
+                        finished.claimed.id,
+                        error,
+                        extra={"task_id": finished.claimed.id},
+                    )
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except Exception:
+                log.exception(
+                    "task %s: its outcome could not be recorded",
+                    finished.claimed.id,
+                    extra={"task_id": finished.claimed.id},
+                )
+                return
+        await self._recorded(finished, recorded)
+
+    def _record_outcome(self, finished: Finished, connection) -> bool:
+        return record_outcome(connection, self.settings, self.registry, finished, self.id, utcnow())
+
+    async def _recorded(self, finished: Finished, recorded: bool) -> None:
+        if not recorded:
+            log.warning(
+                "task %s: lease lost before it finished; its outcome was discarded",
+                finished.claimed.id,
+                extra={"task_id": finished.claimed.id},
+            )
             return
-        if outcome.ok:
+        claimed = finished.claimed
+        if finished.outcome.ok:
             self.stats.succeeded += 1
+            metrics.COMPLETED.labels(claimed.bucket).inc()
         else:
             self.stats.failed += 1
-        self._emit("succeeded" if outcome.ok else "failed", claimed.id)
-        if follow_up:
-            await self._publish(follow_up)
+            if claimed.attempts < claimed.max_attempts:
+                metrics.RETRIED.labels("automatic").inc()
+            else:
+                metrics.FAILED.labels(claimed.bucket).inc()
+        self._emit("succeeded" if finished.outcome.ok else "failed", claimed.id)
+        if finished.follow_up:
+            for message in finished.follow_up:
+                category, _, bucket = subject_parts(message.subject)
+                metrics.DISPATCHED.labels(category, bucket).inc()
+            await self._publish(finished.follow_up)
 
     @staticmethod
     async def _settle(how: Callable, **options: Any) -> None:
@@ -422,32 +330,22 @@ class Worker:
         except Exception as error:
             log.info("message not settled (%s): %s", how.__name__, error)
 
-    async def _finish(self, claimed: Claimed, ctx: TaskContext, outcome: Outcome) -> list[TaskMessage] | None:
-        """Keep trying while the database is away, until the lease would have run out."""
-        deadline = asyncio.get_running_loop().time() + self.settings.lease_seconds
-        delay = 0.2
-        while True:
-            try:
-                return await self._in_db(
-                    finish_task, self.db, self.settings, self.registry, claimed, ctx, outcome, self.id
-                )
-            except DatabaseUnavailable as error:
-                if asyncio.get_running_loop().time() > deadline:
-                    log.error("task %s: %s; giving the task back to the reaper", claimed.id, error)
-                    return None
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-
     async def _heartbeat(self, claimed: Claimed) -> None:
         interval = self.settings.lease_seconds / 3
+        work = partial(self._extend, claimed)
         while True:
             await asyncio.sleep(interval)
             try:
-                if not await self._in_db(extend_lease, self.db, claimed, self.lease):
-                    log.warning("task %s: lease lost (reaped or finished elsewhere)", claimed.id)
+                if not await self._writes.run(work):
+                    log.info(
+                        "task %s: lease no longer held (finished or reaped)", claimed.id, extra={"task_id": claimed.id}
+                    )
                     return
             except DatabaseUnavailable as error:
-                log.warning("task %s: lease not extended: %s", claimed.id, error)
+                log.warning("task %s: lease not extended: %s", claimed.id, error, extra={"task_id": claimed.id})
+
+    def _extend(self, claimed: Claimed, connection) -> bool:
+        return extend_lease(connection, claimed, self.lease, utcnow())
 
     async def _publish(self, messages: list[TaskMessage]) -> None:
         try:
@@ -455,6 +353,11 @@ class Worker:
             await self._in_db(record_published, self.db, results)
         except (BrokerUnavailable, DatabaseUnavailable) as error:
             log.warning("%s; the relay will publish %d task(s)", error, len(messages))
+
+    async def _hand_back_held(self) -> None:
+        released = await self.source.release()
+        if released:
+            log.info("handed %d held message(s) back to the stream for other workers", released)
 
     # -- maintenance ------------------------------------------------------------------------
 
@@ -470,12 +373,15 @@ class Worker:
 
     async def _reap(self) -> None:
         requeued, failed = await self._in_db(reap_expired_leases, self.db)
+        metrics.LEASES_EXPIRED.labels("requeued").inc(requeued)
+        metrics.LEASES_EXPIRED.labels("failed").inc(failed)
         if requeued or failed:
             log.warning("reaper: %d task(s) requeued, %d failed after their last attempt", requeued, failed)
         if requeued:
             self._relay_now.set()
 
     async def _reconcile(self) -> None:
+        await self._in_db(self.db.refresh_statistics)
         requeued = await reconcile(self.db, self.broker, self._in_db)
         if requeued:
             log.warning("reconciler: %d queued task(s) had no message in the stream; requeued", requeued)
@@ -542,7 +448,13 @@ class Worker:
     # -- helpers ----------------------------------------------------------------------------
 
     async def _in_db(self, function: Callable, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._db_pool, function, *args)
+        return await self._in_thread(self._db_pool, function, *args)
+
+    @staticmethod
+    async def _in_thread(pool: ThreadPoolExecutor, function: Callable, *args: Any) -> Any:
+        """Run on a pool thread with this task's log context (executors do not carry it)."""
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(pool, context.run, function, *args)
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep unless asked to stop; True if stopping."""

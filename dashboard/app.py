@@ -15,20 +15,27 @@ import dash_bootstrap_components as dbc
 from dash import Input, Output, dcc, html
 from flask import Flask
 
+from core.errors import NotAllowed
 from core.runtime import Runtime
+from core.security import LoginLimits, require_permission
 from core.settings import Settings
 from core.snapshot import OverviewSnapshot
-from dashboard.auth import acting_user_or_none, csrf_token, install_auth
+from dashboard.api import install_api
+from dashboard.auth import acting_user_or_none, client_address, csrf_token, install_auth
+from dashboard.callbacks import install_request_checks, page_callbacks, seal
 from dashboard.common import ConsoleContext
-from dashboard.pages import history, overview, task_detail, tasks, users
+from dashboard.ops import install_ops
+from dashboard.pages import history, overview, task_detail, tasks, tokens, users
+from dashboard.security import ConsoleDash, check_secret_key, install_security, set_script_hashes
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
-PAGES = [overview, tasks, task_detail, history, users]
+PAGES = [overview, tasks, task_detail, history, users, tokens]
 NAV_PAGES = [overview, tasks, history, users]
 
 
 def secret_key(settings: Settings) -> str:
-    """The configured key, else one generated once and kept in the data folder."""
+    """The configured key, else (development only) one generated once and kept in the data folder."""
+    check_secret_key(settings)
     if settings.secret_key:
         return settings.secret_key
     path = settings.data_dir / "secret_key"
@@ -43,17 +50,15 @@ def secret_key(settings: Settings) -> str:
 
 
 def create_app(settings: Settings, runtime: Runtime) -> dash.Dash:
-    server = Flask("switchyard")
-    server.config.update(
-        SECRET_KEY=secret_key(settings),
-        SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SAMESITE="Lax",
-        REMEMBER_COOKIE_HTTPONLY=True,
-    )
-    install_auth(server, runtime.db)
+    server = Flask("switchyard", static_folder=None)  # no /static route: Dash serves the assets
+    server.config.update(SECRET_KEY=secret_key(settings))
     ctx = ConsoleContext(runtime, OverviewSnapshot(runtime.db, runtime.broker))
+    install_ops(server, settings, ctx)  # first: every request gets its id before anything answers
+    install_security(server, settings, runtime.db)  # headers, same-origin POSTs, cookies, errors
+    install_auth(server, runtime.db, LoginLimits.from_settings(settings))
+    install_api(server, runtime)
 
-    app = dash.Dash(
+    app = ConsoleDash(
         "switchyard",
         server=server,
         assets_folder=str(ASSETS),
@@ -61,24 +66,36 @@ def create_app(settings: Settings, runtime: Runtime) -> dash.Dash:
         update_title=None,
         suppress_callback_exceptions=True,
         serve_locally=True,
+        enable_mcp=False,  # whatever DASH_MCP_ENABLED says (DESIGN section 8)
     )
     app.layout = lambda: _shell()
 
-    @app.callback(Output("page", "children"), Output("navbar", "children"), Input("url", "pathname"))
-    def route(pathname: str):
-        user = acting_user_or_none()
-        if user is None:
-            return html.Div("Sign in first.", className="p-4"), None
-        page = next((p for p in PAGES if p.matches(pathname or "/")), None)
-        navbar = _navbar(user, pathname or "/")
-        if page is None:
-            return _message("Not found", f"There is no page at {pathname}."), navbar
-        if not user.can(page.PERMISSION):
-            return _message("Not allowed", f"Your role ({user.role.value}) cannot open {page.TITLE}."), navbar
-        return page.layout(ctx, user, pathname), navbar
+    with page_callbacks(app, runtime.db, "app", None):
+
+        @app.callback(Output("page", "children"), Output("navbar", "children"), Input("url", "pathname"))
+        def route(pathname: str):
+            user = acting_user_or_none()
+            if user is None:
+                return html.Div("Sign in first.", className="p-4"), None
+            path = pathname if isinstance(pathname, str) and pathname else "/"
+            page = next((p for p in PAGES if p.matches(path)), None)
+            navbar = _navbar(user, path)
+            if page is None:
+                return _message("Not found", f"There is no page at {path[:200]}."), navbar
+            try:
+                require_permission(
+                    runtime.db, user, page.PERMISSION, action="view", target=path[:128], address=client_address()
+                )
+            except NotAllowed:
+                return _message("Not allowed", f"Your role ({user.role.value}) cannot open {page.TITLE}."), navbar
+            return page.layout(ctx, user, path), navbar
 
     for page in PAGES:
-        page.register_callbacks(app, ctx)
+        with page_callbacks(app, runtime.db, page.__name__.rsplit(".", 1)[-1], page.PERMISSION):
+            page.register_callbacks(app, ctx)
+    seal(app)
+    install_request_checks(app)
+    set_script_hashes(server, app.csp_hashes())  # after the last clientside callback
     app.console = ctx
     return app
 
@@ -105,6 +122,8 @@ def _navbar(user, pathname: str) -> dbc.Navbar:
         [
             dcc.Input(type="hidden", name="csrf_token", value=csrf_token()),
             html.Span(f"{user.username} · {user.role.value}", className="navbar-text me-3", id="whoami"),
+            # The user's own settings sit by their name, not among the pages.
+            dcc.Link(tokens.TITLE, href=tokens.PATH, className="btn btn-outline-light btn-sm me-2", id="nav-tokens"),
             html.Button("Sign out", className="btn btn-outline-light btn-sm", id="sign-out", type="submit"),
         ],
         method="POST",

@@ -16,17 +16,22 @@ from dataclasses import dataclass
 from html import escape
 from urllib.parse import urlparse
 
-from flask import Flask, Response, abort, jsonify, redirect, request, session
+from flask import Flask, Response, abort, redirect, request, session
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 
 from core.errors import NotAllowed
 from core.permissions import Permission, Role
+from core.security import LoginLimits, SignInThrottled
 from core.users import authenticate, end_session, session_user
+from dashboard.security import audit_refusal, refuse
 from db.engine import Database
 
 CSRF_COOKIE = "_csrf_token"
 CSRF_HEADER = "X-CSRFToken"
-PUBLIC_PREFIXES = ("/login", "/assets/", "/_dash-component-suites/", "/favicon.ico", "/healthz", "/readyz")
+PUBLIC_PREFIXES = ("/login", "/assets/", "/_dash-component-suites/", "/favicon.ico", "/healthz", "/readyz", "/metrics")
+# The HTTP API authenticates every request by bearer token (dashboard/api.py) and never by the
+# session cookie, so neither the sign-in redirect nor CSRF applies to it.
+API_PREFIX = "/api/"
 
 
 @dataclass(frozen=True)
@@ -66,10 +71,13 @@ def _safe_next(target: str | None) -> str:
     parsed = urlparse(target)
     if parsed.scheme or parsed.netloc or not target.startswith("/") or target.startswith("//"):
         return "/"
+    # Browsers read "\\" as "/" and drop tabs and newlines: "/\\evil.example" leaves the site.
+    if any(c == "\\" or ord(c) < 32 or ord(c) == 127 for c in target):
+        return "/"
     return target
 
 
-def install_auth(server: Flask, db: Database) -> None:
+def install_auth(server: Flask, db: Database, limits: LoginLimits | None = None) -> None:
     manager = LoginManager()
     manager.init_app(server)
     manager.session_protection = "basic"
@@ -84,22 +92,26 @@ def install_auth(server: Flask, db: Database) -> None:
     @server.before_request
     def require_sign_in():
         path = request.path
-        if path.startswith(PUBLIC_PREFIXES):
+        if path.startswith(PUBLIC_PREFIXES) or path.startswith(API_PREFIX):
             return None
         if not current_user.is_authenticated:
             if path.startswith("/_dash"):
-                return jsonify(error="sign in first"), 401
+                return refuse(401, "sign in first")
+            audit_refusal("sign in first")
             return redirect(f"/login?next={request.full_path if request.query_string else path}")
         if request.method == "POST" and not _csrf_ok(
             request.headers.get(CSRF_HEADER) or request.form.get("csrf_token")
         ):
-            return jsonify(error="missing or wrong CSRF token"), 403
+            return refuse(403, "missing or wrong CSRF token")
         return None
 
     @server.after_request
     def send_csrf_cookie(response: Response) -> Response:
-        if current_user.is_authenticated and "csrf" in session:
-            response.set_cookie(CSRF_COOKIE, session["csrf"], samesite="Strict", secure=request.is_secure)
+        if not request.path.startswith(API_PREFIX) and current_user.is_authenticated and "csrf" in session:
+            # Not HttpOnly: Dash's renderer reads it to send the X-CSRFToken header.
+            response.set_cookie(
+                CSRF_COOKIE, session["csrf"], samesite="Strict", secure=request.is_secure, httponly=False
+            )
         return response
 
     @server.route("/login", methods=["GET", "POST"])
@@ -107,11 +119,18 @@ def install_auth(server: Flask, db: Database) -> None:
         message = ""
         if request.method == "POST":
             if not _csrf_ok(request.form.get("csrf_token")):
-                abort(400, "missing or wrong CSRF token: reload the sign-in page")
+                audit_refusal("missing or wrong CSRF token")
+                return _login_page("Missing or wrong form token: try again.", csrf_token()), 400
             try:
                 signed_in = authenticate(
-                    db, request.form.get("username"), request.form.get("password"), address=client_address()
+                    db,
+                    request.form.get("username"),
+                    request.form.get("password"),
+                    address=client_address(),
+                    limits=limits,
                 )
+            except SignInThrottled as error:
+                return _login_page(str(error), csrf_token()), 429, {"Retry-After": str(error.retry_after)}
             except NotAllowed as error:
                 message = str(error)
             else:
@@ -130,7 +149,7 @@ def install_auth(server: Flask, db: Database) -> None:
         logout_user()
         session.clear()
         response = redirect("/login")
-        response.delete_cookie(CSRF_COOKIE)
+        response.delete_cookie(CSRF_COOKIE, samesite="Strict", secure=request.is_secure)
         return response
 
 

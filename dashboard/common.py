@@ -45,5 +45,10 @@ def run_action(action: Callable[[], Any], success: Callable[[Any], str]) -> dbc.
     return dbc.Alert(success(result), color="success", dismissable=True, duration=8000, className="action-result")
 
 
+def next_refresh(count: Any) -> int:
+    """The next value of a page's refresh counter store; a forged non-number starts over."""
+    return count + 1 if isinstance(count, int) and not isinstance(count, bool) else 1
+
+
 def address() -> str | None:
     return client_address()

@@ -6,10 +6,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import (
+    DDL,
     JSON,
     BigInteger,
     Boolean,
     DateTime,
+    Double,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
@@ -17,8 +20,12 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    event,
+    literal,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -67,6 +74,17 @@ class TaskStatus:
     FINAL = (SUCCEEDED, FAILED, CANCELLED)
 
 
+def _where(condition: str) -> dict[str, Any]:
+    """A partial index's condition, for both SQLite and PostgreSQL."""
+    return {"sqlite_where": text(condition), "postgresql_where": text(condition)}
+
+
+def status_is(status: str) -> ColumnElement[bool]:
+    """`tasks.status = '<status>'` with the value written into the SQL: a partial index on
+    that condition is only used when the planner can see the value (not a bound parameter)."""
+    return Task.__table__.c.status == literal(status, literal_execute=True)
+
+
 class Task(Base):
     __tablename__ = "tasks"
 
@@ -103,16 +121,20 @@ class Task(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     __table_args__ = (
-        Index("ix_tasks_status_created_at", "status", "created_at"),
-        Index("ix_tasks_created_at", "created_at"),
-        Index("ix_tasks_queue_age", "status", "category", "phase", "bucket", "queued_at"),
-        Index("ix_tasks_status_lease", "status", "lease_expires_at"),
-        Index("ix_tasks_publish_due_at", "publish_due_at"),
+        # The Tasks page's orders (db/queries.py): a sort key, then created_at, then id.
+        Index("ix_tasks_status_created_at", "status", "created_at", "id"),
+        Index("ix_tasks_created_at", "created_at", "id"),
+        Index("ix_tasks_name", "name", "created_at", "id"),
+        Index("ix_tasks_priority_created_at", "priority", "created_at", "id"),
+        Index("ix_tasks_status_priority_created_at", "status", "priority", "created_at", "id"),
+        Index("ix_tasks_category_phase_created_at", "category", "phase", "created_at", "id"),
+        # Partial indexes for the engine's loops: small, and a worker's claim or finish touches
+        # only the few entries that change (each index entry written costs every write).
+        Index("ix_tasks_queued", "category", "phase", "bucket", "queued_at", **_where("status = 'queued'")),
+        Index("ix_tasks_running_lease", "lease_expires_at", **_where("status = 'running'")),
+        Index("ix_tasks_publish_due_at", "publish_due_at", **_where("publish_due_at IS NOT NULL")),
         Index("ix_tasks_correlation_id", "correlation_id"),
-        Index("ix_tasks_finished_at", "finished_at"),
-        Index("ix_tasks_name", "name"),
-        Index("ix_tasks_priority_created_at", "priority", "created_at"),
-        Index("ix_tasks_status_priority_created_at", "status", "priority", "created_at"),
+        Index("ix_tasks_finished_at", "finished_at", "status"),  # the overview's throughput, index only
     )
 
 
@@ -121,14 +143,82 @@ class PriorityHistory(Base):
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     task_id: Mapped[str] = mapped_column(String(32), index=True)
-    changed_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     from_priority: Mapped[int] = mapped_column(SmallInteger)
     to_priority: Mapped[int] = mapped_column(SmallInteger)
     from_bucket: Mapped[str] = mapped_column(String(8))
     to_bucket: Mapped[str] = mapped_column(String(8))
     action: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(Text)
-    changed_by: Mapped[str] = mapped_column(String(64), index=True)
+    changed_by: Mapped[str] = mapped_column(String(64))
+    # Copied from the task when the row is written, so the history charts need no join with
+    # tasks: category and phase never change, and queued_at gives the wait before the upgrade
+    # (a later retry resets the task's own queued_at). NULL only in rows written by hand.
+    category: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    phase: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # When the task first started after this change. Filled by the trigger below when the
+    # task's started_at is set, so no reader joins 100,000s of history rows with tasks, and no
+    # writer has to know about history.
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The waits before and after the change in seconds (changed_at - queued_at, started_at -
+    # changed_at), kept as numbers: on SQLite, parsing the timestamps cost more than the chart.
+    wait_before_s: Mapped[float | None] = mapped_column(Double, nullable=True)
+    wait_after_s: Mapped[float | None] = mapped_column(Double, nullable=True)
+
+    __table_args__ = (
+        # One per chart of the history page, each covering its GROUP BY (core/history.py).
+        Index("ix_priority_history_changed_at", "changed_at", "action"),
+        Index("ix_priority_history_changed_by", "changed_by", "action", "changed_at"),
+        Index("ix_priority_history_category", "category", "phase", "changed_at"),
+        Index("ix_priority_history_waits", "action", "wait_before_s", "wait_after_s"),
+        # SQLite groups by sorting: these hand the chart per hour / per day its buckets in order
+        # (the expressions are core.history's, character for character). PostgreSQL hashes.
+        Index("ix_priority_history_hour", text("substr(changed_at, 1, 13)"), "action", "changed_at").ddl_if(
+            dialect="sqlite"
+        ),
+        Index("ix_priority_history_day", text("substr(changed_at, 1, 10)"), "action", "changed_at").ddl_if(
+            dialect="sqlite"
+        ),
+    )
+
+
+# tasks.started_at set (a worker's claim) -> the task's history rows that have no start yet get
+# it. An upgrade only happens while a task is queued, so that start is the first one after it.
+def _history_started(seconds_after: str) -> str:
+    return (
+        f"UPDATE priority_history SET started_at = NEW.started_at, wait_after_s = {seconds_after} "
+        "WHERE task_id = NEW.id AND started_at IS NULL;"
+    )
+
+
+event.listen(
+    Task.__table__,
+    "after_create",
+    DDL(
+        "CREATE TRIGGER tr_tasks_started_history AFTER UPDATE OF started_at ON tasks "
+        "FOR EACH ROW WHEN NEW.started_at IS NOT NULL BEGIN "
+        + _history_started("(julianday(NEW.started_at) - julianday(changed_at)) * 86400.0")
+        + " END"
+    ).execute_if(dialect="sqlite"),
+)
+event.listen(
+    Task.__table__,
+    "after_create",
+    DDL(
+        "CREATE OR REPLACE FUNCTION switchyard_history_started() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        + _history_started("extract(epoch FROM NEW.started_at - changed_at)")
+        + " RETURN NULL; END $$"
+    ).execute_if(dialect="postgresql"),
+)
+event.listen(
+    Task.__table__,
+    "after_create",
+    DDL(
+        "CREATE TRIGGER tr_tasks_started_history AFTER UPDATE OF started_at ON tasks "
+        "FOR EACH ROW WHEN (NEW.started_at IS NOT NULL) EXECUTE FUNCTION switchyard_history_started()"
+    ).execute_if(dialect="postgresql"),
+)
 
 
 class User(Base):
@@ -160,6 +250,24 @@ class WebSession(Base):
     address: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
+class ApiToken(Base):
+    """A user's token for the HTTP API. Only the SHA-256 of the secret is kept: the secret is
+    256 random bits, so a fast hash is enough (argon2 is for guessable passwords)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)  # shown in lists, never secret
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(64))
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
 class RolePermission(Base):
     __tablename__ = "role_permissions"
 
@@ -178,6 +286,12 @@ class AuditLog(Base):
     outcome: Mapped[str] = mapped_column(String(16))
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
     address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+    __table_args__ = (
+        # Sign-in throttling counts recent failures per account and per address (core/security.py).
+        Index("ix_audit_log_sign_in_actor", "action", "actor", "at"),
+        Index("ix_audit_log_sign_in_address", "action", "address", "at"),
+    )
 
 
 class WorkerRecord(Base):

@@ -136,6 +136,20 @@ def test_cli004_serve_starts_and_stops_its_own_broker(tmp_path, database_url):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
     port = free_port()
     env.update(SWITCHYARD_DATA_DIR=str(tmp_path / "data"), SWITCHYARD_DATABASE_URL=database_url)
+    refused = subprocess.run(  # a first start on an empty database is told what to run
+        [sys.executable, str(ROOT / "run.py"), "serve", "--port", str(port)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 7 and "run `python run.py db upgrade`" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    upgraded = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "db", "upgrade"], env=env, cwd=ROOT, capture_output=True, text=True
+    )
+    assert upgraded.returncode == 0 and upgraded.stdout.startswith("schema at "), upgraded.stderr
     server = subprocess.Popen(
         [sys.executable, str(ROOT / "run.py"), "serve", "--port", str(port)],
         env=env,

@@ -10,14 +10,14 @@ import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 
 from core import history, user_admin
 from core.errors import InvalidInput, NotAllowed, NotFound, WrongState
 from core.users import authenticate, session_user
 from db.engine import Database
 from db.models import AuditLog, PriorityHistory, Task, User
-from tests.conftest import PASSWORD, ROLE_USERS
+from tests.conftest import PASSWORD, ROLE_USERS, Recorder
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -247,7 +247,18 @@ def task_row(task_id, category, phase, queued_at, started_at=None):
     )
 
 
+TASKS = {
+    "t1": ("etl", "extract", at(0), at(1, 30)),
+    "t2": ("etl", "load", at(0), None),
+    "t3": ("report", "default", at(1), at(2, 10)),
+    "t4": ("webapp", "transform", at(26), at(26, 0, 35)),
+}
+
+
 def history_row(task_id, changed_at, action, user, reason, to_priority):
+    """As upgrade_task writes it (category, phase, queued_at copied from the task) and the
+    trigger completes it (started_at). 'gone' stands for a row written by hand: none of them."""
+    category, phase, queued_at, started_at = TASKS.get(task_id, (None, None, None, None))
     return dict(
         task_id=task_id,
         changed_at=changed_at,
@@ -258,6 +269,12 @@ def history_row(task_id, changed_at, action, user, reason, to_priority):
         action=action,
         reason=reason,
         changed_by=user,
+        category=category,
+        phase=phase,
+        queued_at=queued_at,
+        started_at=started_at,
+        wait_before_s=(changed_at - queued_at).total_seconds() if queued_at else None,
+        wait_after_s=(started_at - changed_at).total_seconds() if started_at else None,
     )
 
 
@@ -266,12 +283,7 @@ def seeded(db):
     with db.session(write=True) as s:
         s.execute(
             insert(Task),
-            [
-                task_row("t1", "etl", "extract", at(0), at(1, 30)),
-                task_row("t2", "etl", "load", at(0)),
-                task_row("t3", "report", "default", at(1), at(2, 10)),
-                task_row("t4", "webapp", "transform", at(26), at(26, 0, 35)),
-            ],
+            [task_row(task_id, *values) for task_id, values in TASKS.items()],
         )
         s.execute(
             insert(PriorityHistory),
@@ -433,6 +445,54 @@ def test_con_h005_filter_validation(seeded):
         history.history_rows(seeded, history.HistoryFilter(), limit=0)
 
 
+def test_con_h007_history_rows_carry_the_task_facts_and_learn_when_it_started(runtime, start_worker):
+    from core.tasks import DispatchRequest
+
+    task_id = runtime.service.dispatch_tasks([DispatchRequest("etl.load", {}, priority=2)], created_by="t")[0]
+    runtime.service.upgrade_task(task_id, "prioritize", "late", "otto")
+    recorder = Recorder()
+    start_worker(recorder, categories=("etl",))
+    recorder.wait_for(lambda: task_id in recorder.of("succeeded"))
+    with runtime.db.session() as s:
+        task = s.get(Task, task_id)
+        row = s.scalars(select(PriorityHistory).where(PriorityHistory.task_id == task_id)).one()
+    assert (row.category, row.phase, row.queued_at) == ("etl", "load", task.queued_at)
+    assert row.started_at == task.started_at and row.started_at >= row.changed_at  # set by the trigger
+    assert row.wait_before_s == pytest.approx((row.changed_at - row.queued_at).total_seconds(), abs=1e-3)
+    assert row.wait_after_s == pytest.approx((row.started_at - row.changed_at).total_seconds(), abs=1e-3)
+
+    # Started, failed, retried and upgraded again (the worker above takes only etl tasks; these
+    # starts are written by hand): the new row gets the new start, the old one keeps its own.
+    other = runtime.service.dispatch_task("demo.echo", priority=3)
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    first, second = now + timedelta(minutes=1), now + timedelta(minutes=2)
+
+    def start(when):
+        with runtime.db.session(write=True) as s:
+            s.execute(update(Task).where(Task.id == other).values(status="running", started_at=when))
+
+    runtime.service.upgrade_task(other, "prioritize", "late", "otto")
+    start(first)
+    with runtime.db.session(write=True) as s:
+        s.execute(update(Task).where(Task.id == other).values(status="failed"))
+    runtime.service.retry_task(other, "otto")
+    runtime.service.upgrade_task(other, "urgent", "again", "mona")
+    start(second)
+    with runtime.db.session() as s:
+        starts = s.execute(
+            select(
+                PriorityHistory.action,
+                PriorityHistory.started_at,
+                PriorityHistory.wait_after_s,
+                PriorityHistory.changed_at,
+            )
+            .where(PriorityHistory.task_id == other)
+            .order_by(PriorityHistory.id)
+        ).all()
+    assert [tuple(r[:2]) for r in starts] == [("prioritize", first), ("urgent", second)]
+    assert [round(r[2] - (r[1] - r[3]).total_seconds(), 3) for r in starts] == [0, 0]  # wait_after_s
+
+
 def test_con_h006_csv_export(seeded):
     text = history.export_csv(seeded, history.make_filter("2025-03-10", "2025-03-10"))
     rows = list(csv.reader(io.StringIO(text)))
@@ -498,7 +558,7 @@ def call_callback(client, output_contains, values, triggered):
     return client.post("/_dash-update-component", json=payload, headers={"X-CSRFToken": csrf})
 
 
-def test_con_a001_manager_posting_to_user_admin_callback_is_refused_by_core(app, runtime):
+def test_con_p001_manager_posting_to_user_admin_callback_is_refused(app, runtime):
     db = runtime.db
     before = users_snapshot(db)
     client = sign_in(app, "mona")
@@ -509,22 +569,23 @@ def test_con_a001_manager_posting_to_user_admin_callback_is_refused_by_core(app,
         ("toggle-active", {"target-user": "ada", "users-data": [{"username": "ada", "active": True}]}),
         ("reset-password", {"target-user": "ada", "reset-password-input": NEW_PASSWORD}),
     ]:
+        # The Users page's callbacks answer only roles holding its permission (dashboard.callbacks);
+        # core.user_admin checks it again (test_con_u0xx).
         response = call_callback(client, "users-result.children", {button: 1, **values}, f"{button}.n_clicks")
-        assert response.status_code == 200, response.get_data(as_text=True)
-        body = response.get_data(as_text=True)
-        assert "not allowed: manager 'mona' may not manage users" in body
-        assert "alert-danger" in body or '"color": "danger"' in body or '"color":"danger"' in body
+        assert response.status_code == 403, response.get_data(as_text=True)
+        assert response.get_json() == {"error": "not allowed: manager 'mona' may not manage users"}
     assert users_snapshot(db) == before
     denied = audit_rows(db, actor="mona", outcome="denied")
-    assert [r.action for r in denied] == ["user.create", "user.role", "user.disable", "user.password"]
+    assert [(r.action, r.target) for r in denied] == [("view", "/users")] + [("callback", "users.act")] * 4
     assert all(r.address == "127.0.0.1" for r in denied)
 
     # A re-render (no click) does nothing at all.
-    response = call_callback(client, "users-result.children", {"create-user": None}, "create-user.n_clicks")
+    admin = sign_in(app, "ada")
+    response = call_callback(admin, "users-result.children", {"create-user": None}, "create-user.n_clicks")
     assert response.status_code == 204
 
 
-def test_con_a002_admin_uses_the_users_page_callbacks(app, runtime):
+def test_con_p002_admin_uses_the_users_page_callbacks(app, runtime):
     db = runtime.db
     client = sign_in(app, "ada")
     layout = call_callback(client, "page.children", {"url": "/users"}, "url.pathname").get_data(as_text=True)
@@ -563,14 +624,14 @@ def test_con_a002_admin_uses_the_users_page_callbacks(app, runtime):
     assert vera.get("/_dash-layout").status_code == 401
 
 
-def test_con_a003_history_callbacks_check_view_history(app, runtime, seeded):
+def test_con_p003_history_callbacks_check_view_history(app, runtime, seeded):
     today = datetime.now(timezone.utc).date().isoformat()
     values = {"history-dates": None}
     viewer = sign_in(app, "vera")
     response = call_callback(viewer, "history-over-time.figure", values, "history-dates.start_date")
-    assert response.status_code == 204
+    assert response.status_code == 403
     response = call_callback(viewer, "history-download-data.data", {"history-download": 1}, "history-download.n_clicks")
-    assert response.status_code == 204
+    assert response.status_code == 403
 
     manager = sign_in(app, "mona")
     response = call_callback(manager, "history-over-time.figure", values, "history-dates.start_date")

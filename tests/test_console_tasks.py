@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import timedelta
 
 import pytest
+from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from sqlalchemy import select, update
 
-from core.permissions import ROLE_PERMISSIONS, Permission, Role
+from core.permissions import ROLE_PERMISSIONS, Role
 from core.tasks import DispatchRequest
 from dashboard.app import create_app
 from dashboard.auth import ConsoleUser
@@ -109,6 +111,10 @@ def test_con_t003_list_filters(runtime):
         assert some in [r["id"] for r in by_id] and total == len(by_id)
         nothing, total = list_tasks(session, TaskFilters(text="no-such-thing"), None, 0, 100)
         assert nothing == [] and total == 0
+        # Plain words are written into the SQL; anything else stays a bound parameter.
+        for odd in ("x'; drop table tasks; --", "ω"):
+            odd_filters = TaskFilters(categories=(odd,), statuses=("queued", odd))
+            assert list_tasks(session, odd_filters, None, 0, 100) == ([], 0)
         assert count_tasks(session, TaskFilters(statuses=("failed",))) == 10
         assert count_tasks(session, TaskFilters(), cap=5) is None
 
@@ -116,13 +122,33 @@ def test_con_t003_list_filters(runtime):
 def test_con_t004_list_sorting_and_bad_sort_input(runtime):
     seed(runtime, 30)
     with runtime.db.session() as session:
-        for col, key in (("priority", "priority"), ("name", "name"), ("status", "status"), ("attempts", "attempts"),
-                         ("id", "id"), ("category", "category"), ("phase", "phase"), ("bucket", "bucket")):
+        for col, key in (
+            ("priority", "priority"),
+            ("name", "name"),
+            ("status", "status"),
+            ("id", "id"),
+            ("created", "created_at"),
+        ):
             for direction in ("asc", "desc"):
                 rows, _ = list_tasks(session, TaskFilters(), [{"colId": col, "sort": direction}], 0, 100)
-                values = [r[key] for r in rows]
+                # Ties are broken by created_at, then id, in the same direction (an index order).
+                values = [(r[key], r["created_at"], r["id"]) for r in rows]
                 assert values == sorted(values, reverse=direction == "desc"), (col, direction)
-        rows, _ = list_tasks(session, TaskFilters(statuses=("queued", "failed")), [{"colId": "created", "sort": "asc"}], 0, 100)
+                assert len(values) == 30
+        # Columns no index orders are filtered on, not sorted on: the default order.
+        for col in ("attempts", "category", "phase", "bucket"):
+            assert normalize_sort([{"colId": col, "sort": "asc"}]) == [("created", "desc")]
+        # Several statuses (merged walks) page the same way as one list would.
+        both = TaskFilters(statuses=("queued", "failed"))
+        whole, _ = list_tasks(session, both, [{"colId": "priority", "sort": "desc"}], 0, 100)
+        paged = [
+            r
+            for start in (0, 7, 14)
+            for r in list_tasks(session, both, [{"colId": "priority", "sort": "desc"}], start, start + 7)[0]
+        ]
+        assert [r["id"] for r in paged] == [r["id"] for r in whole]
+        oldest_first = [{"colId": "created", "sort": "asc"}]
+        rows, _ = list_tasks(session, TaskFilters(statuses=("queued", "failed")), oldest_first, 0, 100)
         assert [r["created_at"] for r in rows] == sorted(r["created_at"] for r in rows)
     assert normalize_sort([{"colId": "args; drop table tasks", "sort": "asc"}, {"colId": "name", "sort": "up"}]) == [
         ("created", "desc")
@@ -226,12 +252,37 @@ def test_con_t022_token_bound_to_user_and_unforgeable(runtime, flow):
     for user, token in (
         (console_user("operator"), ada_token),  # someone else's dialog
         (console_user("admin"), ada_token[:-2] + "xx"),  # tampered
-        (console_user("admin"), tasks.signer("other-key").dumps({"user": "ada", "task": task_id, "action": "critical"})),
+        (console_user("admin"), tasks.signer("other").dumps({"user": "ada", "task": task_id, "action": "critical"})),
         (console_user("admin"), None),
     ):
-        out = tasks.confirm_action(ctx, serializer, user, token, "because")
-        assert out[4].color == "danger" and "no longer valid" in str(out[4].children)
+        out = tasks.confirm_action(ctx, serializer, user, token, "because", client="10.1.2.3")
+        assert out[4].color == "danger" and "not issued to you" in str(out[4].children)
     assert task_row(runtime, task_id).priority == 5
+    with runtime.db.session() as session:
+        denied = session.execute(
+            select(AuditLog.actor, AuditLog.action, AuditLog.target, AuditLog.outcome, AuditLog.address)
+            .where(AuditLog.outcome != "ok")
+            .order_by(AuditLog.id)
+        ).all()
+    assert [tuple(r) for r in denied] == [
+        ("otto", "critical", task_id, "denied", "10.1.2.3"),
+        ("ada", "upgrade", None, "denied", "10.1.2.3"),
+        ("ada", "upgrade", None, "denied", "10.1.2.3"),
+        ("ada", "upgrade", None, "denied", "10.1.2.3"),
+    ]
+
+    # An honest user who waited too long is told so, and it is recorded as refused, not denied.
+    class HourAgo(TimestampSigner):
+        def get_timestamp(self):
+            return int(time.time()) - 3600
+
+    earlier = URLSafeTimedSerializer("test-secret", salt=tasks.signer("x").salt, signer=HourAgo)
+    stale = tasks.sign_pending(earlier, console_user("admin"), task_id, "critical")
+    out = tasks.confirm_action(ctx, serializer, console_user("admin"), stale, "because")
+    assert "no longer valid" in str(out[4].children)
+    with runtime.db.session() as session:
+        last = session.scalars(select(AuditLog.outcome).order_by(AuditLog.id.desc()).limit(1)).one()
+    assert last == "refused" and task_row(runtime, task_id).priority == 5
 
 
 def test_con_t023_operator_critical_refused_by_core(runtime, flow):
@@ -398,9 +449,11 @@ def test_con_t031_forged_critical_from_operator_session_changes_nothing(app, run
     row = task_row(runtime, task_id)
     assert row.priority == 5 and row.generation == 1
     with runtime.db.session() as session:
-        denied = session.execute(
-            select(AuditLog.outcome).where(AuditLog.actor == "otto", AuditLog.action == "critical")
-        ).scalars().all()
+        denied = (
+            session.execute(select(AuditLog.outcome).where(AuditLog.actor == "otto", AuditLog.action == "critical"))
+            .scalars()
+            .all()
+        )
         history = session.scalars(select(PriorityHistory)).all()
     assert denied == ["denied"] and history == []
     # A re-render (no nonce) never acts.

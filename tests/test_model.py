@@ -33,15 +33,25 @@ EXPECTED_NAMES = {
     0: "Lowest",
 }
 
-# DESIGN section 2, typed out: the source of truth these tests hold the code to.
+# DESIGN section 2, typed out: the source of truth these tests hold the code to. Plus
+# dispatch_tasks (the HTTP API's dispatch; decided in docs/architecture.md): not for viewers.
 EXPECTED_PERMISSIONS = {
     "viewer": {"view_dashboard", "view_tasks"},
-    "operator": {"view_dashboard", "view_tasks", "prioritize_tasks"},
-    "manager": {"view_dashboard", "view_tasks", "prioritize_tasks", "urgent_tasks", "cancel_tasks", "view_history"},
+    "operator": {"view_dashboard", "view_tasks", "prioritize_tasks", "dispatch_tasks"},
+    "manager": {
+        "view_dashboard",
+        "view_tasks",
+        "prioritize_tasks",
+        "dispatch_tasks",
+        "urgent_tasks",
+        "cancel_tasks",
+        "view_history",
+    },
     "admin": {
         "view_dashboard",
         "view_tasks",
         "prioritize_tasks",
+        "dispatch_tasks",
         "urgent_tasks",
         "cancel_tasks",
         "critical_tasks",

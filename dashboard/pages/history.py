@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 import dash_ag_grid as dag
 import dash_bootstrap_components as dbc
-import plotly.graph_objects as go
+import plotly.io as pio
 from dash import Input, Output, State, dcc, html
 from dash.exceptions import PreventUpdate
 
@@ -229,37 +229,7 @@ def register_callbacks(app, ctx) -> None:
         user = acting_user()
         if not user.can(Permission.VIEW_HISTORY):
             raise PreventUpdate
-        try:
-            f = _filter(start_date, end_date, action, user_name, category, text)
-            over_time = core_history.upgrades_over_time(ctx.db, f)
-            by_user = core_history.upgrades_by_user(ctx.db, f)
-            by_category = core_history.upgrades_by_category_phase(ctx.db, f)
-            wait = core_history.queue_wait(ctx.db, f)
-            table = core_history.history_rows(ctx.db, f, limit=TABLE_LIMIT)
-        except SwitchyardError as error:
-            empty = _empty_figure(str(error))
-            alert = dbc.Alert(str(error), color="danger", className="py-2")
-            return empty, empty, empty, empty, None, [], "", "", alert
-        total = table["total"]
-        shown = len(table["rows"])
-        caption = (
-            f"Newest {shown:,} of {total:,} matching changes (the table is capped at {TABLE_LIMIT:,}; "
-            "Download CSV has them all)"
-            if total > shown
-            else f"{total:,} matching change{'s' if total != 1 else ''}"
-        )
-        summary = f"{total:,} upgrade{'s' if total != 1 else ''} match; charts are per {over_time['unit']} (UTC)."
-        return (
-            _over_time_figure(over_time),
-            _by_user_figure(by_user),
-            _by_category_figure(by_category),
-            _wait_figure(wait),
-            _wait_table(wait),
-            table["rows"],
-            caption,
-            summary,
-            None,
-        )
+        return render(ctx, start_date, end_date, action, user_name, category, text)
 
     @app.callback(
         Output("history-download-data", "data"),
@@ -281,45 +251,92 @@ def register_callbacks(app, ctx) -> None:
         return dcc.send_string(content, f"priority-history-{stamp}.csv", type="text/csv"), None
 
 
+def render(ctx, start_date, end_date, action, user_name, category, text):
+    """The refresh callback's outputs for one set of filter values: charts, wait table, table rows,
+    captions and errors."""
+    try:
+        f = _filter(start_date, end_date, action, user_name, category, text)
+        data = core_history.page(ctx.db, f, table_limit=TABLE_LIMIT)
+    except SwitchyardError as error:
+        empty = _empty_figure(str(error))
+        alert = dbc.Alert(str(error), color="danger", className="py-2")
+        return empty, empty, empty, empty, None, [], "", "", alert
+    over_time, wait, table = data["over_time"], data["wait"], data["table"]
+    total = table["total"]
+    shown = len(table["rows"])
+    caption = (
+        f"Newest {shown:,} of {total:,} matching changes (the table is capped at {TABLE_LIMIT:,}; "
+        "Download CSV has them all)"
+        if total > shown
+        else f"{total:,} matching change{'s' if total != 1 else ''}"
+    )
+    summary = f"{total:,} upgrade{'s' if total != 1 else ''} match; charts are per {over_time['unit']} (UTC)."
+    return (
+        _over_time_figure(over_time),
+        _by_user_figure(data["by_user"]),
+        _by_category_figure(data["by_category"]),
+        _wait_figure(wait),
+        _wait_table(wait),
+        table["rows"],
+        caption,
+        summary,
+        None,
+    )
+
+
 # -- figures ------------------------------------------------------------------------------------
 
 
-def _layout(figure: go.Figure, **extra) -> go.Figure:
-    figure.update_layout(
-        margin=dict(l=40, r=10, t=10, b=40),
-        legend=dict(orientation="h", y=-0.2),
-        template="plotly_white",
-        **extra,
+# Figures are plain dicts: building go.Figure objects (validation, a deep copy of the template
+# per figure) cost more than the SQL behind them. The template is resolved once.
+_TEMPLATE = pio.templates["plotly_white"].to_plotly_json()
+
+
+def _figure(data: list[dict], **layout) -> dict:
+    base = {
+        "template": _TEMPLATE,
+        "margin": {"l": 40, "r": 10, "t": 10, "b": 40},
+        "legend": {"orientation": "h", "y": -0.2},
+    }
+    return {"data": data, "layout": {**base, **layout}}
+
+
+def _empty_figure(text: str = "No upgrades match the filters.") -> dict:
+    return _figure(
+        [],
+        annotations=[{"text": text, "showarrow": False, "x": 0.5, "y": 0.5, "xref": "paper", "yref": "paper"}],
+        xaxis={"visible": False},
+        yaxis={"visible": False},
     )
-    return figure
 
 
-def _empty_figure(text: str = "No upgrades match the filters.") -> go.Figure:
-    figure = go.Figure()
-    figure.add_annotation(text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
-    figure.update_xaxes(visible=False)
-    figure.update_yaxes(visible=False)
-    return _layout(figure)
-
-
-def _over_time_figure(data) -> go.Figure:
+def _over_time_figure(data) -> dict:
     points = data["points"]
     if not points:
         return _empty_figure()
-    figure = go.Figure()
+    bars = []
     for action in ACTIONS:
         mine = [p for p in points if p["action"] == action]
         if mine:
-            figure.add_bar(
-                x=[p["at"] for p in mine],
-                y=[p["count"] for p in mine],
-                name=action,
-                marker_color=ACTION_COLORS.get(action),
+            bars.append(
+                {
+                    "type": "bar",
+                    "name": action,
+                    # Naive UTC text: plotly.js does not read offsets.
+                    "x": [p["at"].strftime("%Y-%m-%d %H:%M:%S") for p in mine],
+                    "y": [p["count"] for p in mine],
+                    "marker": {"color": ACTION_COLORS.get(action)},
+                }
             )
-    return _layout(figure, barmode="stack", yaxis_title="upgrades", xaxis_title=f"per {data['unit']} (UTC)")
+    return _figure(
+        bars,
+        barmode="stack",
+        xaxis={"type": "date", "title": {"text": f"per {data['unit']} (UTC)"}},
+        yaxis={"title": {"text": "upgrades"}},
+    )
 
 
-def _by_user_figure(rows) -> go.Figure:
+def _by_user_figure(rows) -> dict:
     if not rows:
         return _empty_figure()
     users: list[str] = []
@@ -327,22 +344,29 @@ def _by_user_figure(rows) -> go.Figure:
         if row["user"] not in users:
             users.append(row["user"])
     users = users[:25]
-    figure = go.Figure()
+    bars = []
     for action in ACTIONS:
         counts = {r["user"]: r["count"] for r in rows if r["action"] == action}
         if counts:
-            figure.add_bar(
-                y=users,
-                x=[counts.get(u, 0) for u in users],
-                name=action,
-                orientation="h",
-                marker_color=ACTION_COLORS.get(action),
+            bars.append(
+                {
+                    "type": "bar",
+                    "orientation": "h",
+                    "name": action,
+                    "y": users,
+                    "x": [counts.get(u, 0) for u in users],
+                    "marker": {"color": ACTION_COLORS.get(action)},
+                }
             )
-    figure.update_yaxes(autorange="reversed", type="category")
-    return _layout(figure, barmode="stack", xaxis_title="upgrades")
+    return _figure(
+        bars,
+        barmode="stack",
+        xaxis={"title": {"text": "upgrades"}},
+        yaxis={"autorange": "reversed", "type": "category"},
+    )
 
 
-def _by_category_figure(rows) -> go.Figure:
+def _by_category_figure(rows) -> dict:
     if not rows:
         return _empty_figure()
     categories = sorted({r["category"] for r in rows})
@@ -350,38 +374,31 @@ def _by_category_figure(rows) -> go.Figure:
     phases += sorted({r["phase"] for r in rows} - set(phases))
     counts = {(r["category"], r["phase"]): r["count"] for r in rows}
     z = [[counts.get((c, p), 0) for p in phases] for c in categories]
-    figure = go.Figure(
-        go.Heatmap(
-            z=z,
-            x=phases,
-            y=categories,
-            text=[[str(v) if v else "" for v in row] for row in z],
-            texttemplate="%{text}",
-            colorscale="Blues",
-            hovertemplate="%{y} · %{x}: %{z}<extra></extra>",
-        )
-    )
-    figure.update_xaxes(type="category")
-    figure.update_yaxes(type="category")
-    return _layout(figure)
+    heatmap = {
+        "type": "heatmap",
+        "z": z,
+        "x": phases,
+        "y": categories,
+        "text": [[str(v) if v else "" for v in row] for row in z],
+        "texttemplate": "%{text}",
+        "colorscale": "Blues",
+        "hovertemplate": "%{y} · %{x}: %{z}<extra></extra>",
+    }
+    return _figure([heatmap], xaxis={"type": "category"}, yaxis={"type": "category"})
 
 
-def _wait_figure(wait) -> go.Figure:
+def _wait_figure(wait) -> dict:
     bins = wait["bins"]
     if not any(b["before"] or b["after"] for b in bins):
         return _empty_figure("No waits to show.")
-    figure = go.Figure()
-    figure.add_bar(
-        x=[b["bin"] for b in bins], y=[b["before"] for b in bins], name="before upgrade", marker_color="#6c757d"
-    )
-    figure.add_bar(
-        x=[b["bin"] for b in bins],
-        y=[b["after"] for b in bins],
-        name="after upgrade (until started)",
-        marker_color="#198754",
-    )
-    figure.update_xaxes(type="category")
-    return _layout(figure, barmode="group", yaxis_title="upgrades")
+    labels = [b["bin"] for b in bins]
+    bars = [
+        {"type": "bar", "name": "before upgrade", "x": labels, "y": [b["before"] for b in bins],
+         "marker": {"color": "#6c757d"}},
+        {"type": "bar", "name": "after upgrade (until started)", "x": labels, "y": [b["after"] for b in bins],
+         "marker": {"color": "#198754"}},
+    ]  # fmt: skip
+    return _figure(bars, barmode="group", xaxis={"type": "category"}, yaxis={"title": {"text": "upgrades"}})
 
 
 def _duration(seconds) -> str:

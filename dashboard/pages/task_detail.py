@@ -79,7 +79,9 @@ def render_detail(ctx, user, task_id: str):
                         [
                             _card("Arguments", _pre(task["args"], "task-args")),
                             _card("Error", _pre_text(task["error"], "task-error")) if task["error"] else None,
-                            _card("Result", _pre(task["result"], "task-result")) if task["result"] is not None else None,
+                            _card("Result", _pre(task["result"], "task-result"))
+                            if task["result"] is not None
+                            else None,
                         ],
                         lg=7,
                     ),

@@ -22,11 +22,13 @@ import dash_bootstrap_components as dbc
 from dash import ALL, Input, Output, State, dcc, html, no_update
 from dash import ctx as dash_ctx
 from dash.exceptions import PreventUpdate
-from itsdangerous import BadSignature, URLSafeTimedSerializer
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
-from core.errors import InvalidInput
+from core.audit import DENIED, REFUSED, record
+from core.errors import InvalidInput, SwitchyardError
 from core.permissions import CANCEL_PERMISSION, RETRY_PERMISSION, UPGRADE_PERMISSIONS, Permission
 from core.priority import BUCKETS_IN_ORDER, PHASES, Priority, UpgradeAction
+from core.users import authorize
 from dashboard.common import acting_user, address, run_action
 from db.models import TaskStatus
 from db.queries import COUNT_CAP, TaskFilters, iso, list_tasks
@@ -37,6 +39,8 @@ PERMISSION = Permission.VIEW_TASKS
 
 GRID_ID = "tasks-grid"
 PAGE_SIZE = 100
+MAX_BLOCK = 1000  # rows one request may ask for, whatever the browser says
+MAX_OFFSET = 10**9
 UPGRADES = tuple(a.value for a in UpgradeAction)  # prioritize, urgent, critical
 ACTIONS = UPGRADES + ("cancel", "retry")
 ACTION_LABELS = {
@@ -97,9 +101,9 @@ def grid_row(row: dict[str, Any], permissions: Iterable[Permission]) -> dict[str
 
 def fetch_rows(ctx, user, request: dict | None, filters: TaskFilters) -> dict[str, Any]:
     """The grid's getRowsResponse for one getRowsRequest."""
-    request = request or {}
-    start = _int(request.get("startRow"), 0)
-    end = _int(request.get("endRow"), start + PAGE_SIZE)
+    request = request if isinstance(request, dict) else {}
+    start = min(_int(request.get("startRow"), 0), MAX_OFFSET)
+    end = min(_int(request.get("endRow"), start + PAGE_SIZE), start + MAX_BLOCK)
     with ctx.db.session() as session:
         rows, total = list_tasks(session, filters, request.get("sortModel"), start, end)
     return {"rowData": [grid_row(r, user.permissions) for r in rows], "rowCount": -1 if total is None else total}
@@ -108,7 +112,7 @@ def fetch_rows(ctx, user, request: dict | None, filters: TaskFilters) -> dict[st
 def _int(value: Any, default: int) -> int:
     try:
         return max(int(value), 0)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return default
 
 
@@ -123,8 +127,9 @@ def perform_action(ctx, user, task_id: Any, action: Any, reason: Any = None, *, 
 
     def call():
         if action in UPGRADES:
-            return service.upgrade_task(task_id, action, reason if isinstance(reason, str) else "", user.username,
-                                        address=client)
+            return service.upgrade_task(
+                task_id, action, reason if isinstance(reason, str) else "", user.username, address=client
+            )
         if action == "cancel":
             return service.cancel_task(task_id, user.username, address=client)
         if action == "retry":
@@ -149,20 +154,33 @@ def sign_pending(serializer, user, task_id: str, action: str) -> str:
     return serializer.dumps({"user": user.username, "task": task_id, "action": action})
 
 
-def read_pending(serializer, user, token: Any) -> tuple[str, str] | None:
-    """(task_id, action) if the token is ours, recent and was issued to this user; else None."""
+def check_pending(serializer, user, token: Any) -> tuple[tuple[str, str] | None, tuple[str, str, Any, str] | None]:
+    """((task_id, action), None) if the token is ours, recent and was issued to this user;
+    else (None, (outcome, action, target, detail)): the refusal to write to the audit log.
+
+    Only the reason dialog sends a token, and only the one it was given: anything else (no
+    token, a tampered one, another user's) is a forged or replayed request, denied."""
+
+    def denied(detail: str, action: Any = None, target: Any = None):
+        return None, (DENIED, action if action in UPGRADES else "upgrade", target, detail)
+
     if not isinstance(token, str) or not token:
-        return None
+        return denied("confirmation without a pending dialog")
     try:
         data = serializer.loads(token, max_age=PENDING_MAX_AGE)
-    except BadSignature:  # includes SignatureExpired
-        return None
-    if not isinstance(data, dict) or data.get("user") != user.username:
-        return None
-    task_id, action = data.get("task"), data.get("action")
-    if not isinstance(task_id, str) or action not in UPGRADES:
-        return None
-    return task_id, action
+    except SignatureExpired:
+        return None, (REFUSED, "upgrade", None, f"confirmation older than {PENDING_MAX_AGE} s")
+    except BadSignature:
+        return denied("confirmation token forged or altered")
+    if not isinstance(data, dict):
+        return denied("confirmation token malformed")
+    task_id, action, owner = data.get("task"), data.get("action"), data.get("user")
+    target = task_id if isinstance(task_id, str) else None
+    if owner != user.username:
+        return denied(f"confirmation issued to {str(owner)[:64]!r} replayed by {user.username!r}", action, target)
+    if target is None or action not in UPGRADES:
+        return denied("confirmation token malformed", action, target)
+    return (task_id, action), None
 
 
 def _closed(reason_value=no_update):
@@ -178,7 +196,15 @@ def request_action(ctx, serializer, user, task_id: Any, action: Any, *, client: 
     if not isinstance(task_id, str) or not task_id or action not in ACTIONS:
         raise PreventUpdate
     if action in UPGRADES:
-        target = UpgradeAction(action).target
+        upgrade = UpgradeAction(action)
+        try:  # no dialog for an upgrade the role may not make (core audits the denial)
+            authorize(
+                ctx.db, user.username, UPGRADE_PERMISSIONS[upgrade], action=action, target=task_id[:64], address=client
+            )
+        except SwitchyardError as error:
+            alert = dbc.Alert(str(error), color="danger", dismissable=True, className="action-result")
+            return False, None, no_update, no_update, alert, no_update
+        target = upgrade.target
         text = [
             html.Span(f"{ACTION_LABELS[action]} task "),
             html.Code(task_id),
@@ -191,14 +217,18 @@ def request_action(ctx, serializer, user, task_id: Any, action: Any, *, client: 
 
 def confirm_action(ctx, serializer, user, token: Any, reason: Any, *, client: str | None = None):
     """The reason dialog's Confirm: run the pending upgrade, if the token is valid for this user."""
-    pending = read_pending(serializer, user, token)
+    pending, refusal = check_pending(serializer, user, token)
     if pending is None:
-        alert = dbc.Alert(
-            "This confirmation is no longer valid: click the action again.",
-            color="danger",
-            dismissable=True,
-            className="action-result",
+        outcome, action, target, detail = refusal
+        record(
+            ctx.db, actor=user.username, action=action, target=target, outcome=outcome, detail=detail, address=client
         )
+        text = (
+            "Not allowed: this confirmation was not issued to you. The attempt is in the audit log."
+            if outcome == DENIED
+            else "This confirmation is no longer valid: click the action again."
+        )
+        alert = dbc.Alert(text, color="danger", dismissable=True, className="action-result")
         return False, None, no_update, "", alert, no_update
     task_id, action = pending
     if not isinstance(reason, str) or not reason.strip():
@@ -259,21 +289,46 @@ SHARED_OUTPUTS = [
 
 
 def column_defs() -> list[dict]:
+    # Sortable: the columns db.queries.SORT_COLUMNS has an index order for. Category, phase and
+    # bucket are filtered on instead (sorting a million rows on three values says little).
     return [
         {"field": "id", "colId": "id", "headerName": "Id", "cellRenderer": "TaskLink", "width": 230},
-        {"field": "created", "colId": "created", "headerName": "Created (UTC)", "width": 190,
-         "valueFormatter": {"function": "params.value ? params.value.slice(0, 19).replace('T', ' ') : ''"}},
-        {"field": "priority", "colId": "priority", "headerName": "Priority", "width": 130,
-         "valueFormatter": {"function": "params.data ? params.value + ' · ' + params.data.priority_label : ''"}},
+        {
+            "field": "created",
+            "colId": "created",
+            "headerName": "Created (UTC)",
+            "width": 190,
+            "valueFormatter": {"function": "params.value ? params.value.slice(0, 19).replace('T', ' ') : ''"},
+        },
+        {
+            "field": "priority",
+            "colId": "priority",
+            "headerName": "Priority",
+            "width": 130,
+            "valueFormatter": {"function": "params.data ? params.value + ' · ' + params.data.priority_label : ''"},
+        },
         {"field": "status", "colId": "status", "headerName": "Status", "width": 110},
         {"field": "name", "colId": "name", "headerName": "Name", "flex": 1, "minWidth": 150},
-        {"field": "category", "colId": "category", "headerName": "Category", "width": 110},
-        {"field": "phase", "colId": "phase", "headerName": "Phase", "width": 110},
-        {"field": "bucket", "colId": "bucket", "headerName": "Bucket", "width": 100},
-        {"field": "attempts", "colId": "attempts", "headerName": "Attempts", "width": 105,
-         "valueFormatter": {"function": "params.data ? params.value + '/' + params.data.max_attempts : ''"}},
-        {"field": "actions", "colId": "actions", "headerName": "Actions", "cellRenderer": "TaskActions",
-         "sortable": False, "minWidth": 330, "pinned": "right"},
+        {"field": "category", "colId": "category", "headerName": "Category", "width": 110, "sortable": False},
+        {"field": "phase", "colId": "phase", "headerName": "Phase", "width": 110, "sortable": False},
+        {"field": "bucket", "colId": "bucket", "headerName": "Bucket", "width": 100, "sortable": False},
+        {
+            "field": "attempts",
+            "colId": "attempts",
+            "headerName": "Attempts",
+            "width": 105,
+            "sortable": False,
+            "valueFormatter": {"function": "params.data ? params.value + '/' + params.data.max_attempts : ''"},
+        },
+        {
+            "field": "actions",
+            "colId": "actions",
+            "headerName": "Actions",
+            "cellRenderer": "TaskActions",
+            "sortable": False,
+            "minWidth": 330,
+            "pinned": "right",
+        },
     ]
 
 
@@ -355,7 +410,7 @@ def register_callbacks(app, ctx) -> None:
         prevent_initial_call=True,
     )
     def get_rows(request, statuses, buckets, categories, phases, text):
-        if not request:
+        if not isinstance(request, dict):
             raise PreventUpdate
         user = acting_user()
         filters = TaskFilters.from_inputs(statuses, buckets, categories, phases, text)
@@ -396,8 +451,9 @@ def register_callbacks(app, ctx) -> None:
         value = (data or {}).get("value") if isinstance(data, dict) else None
         if not isinstance(value, dict) or not value.get("nonce"):
             raise PreventUpdate
-        return request_action(ctx, serializer, acting_user(), value.get("task_id"), value.get("action"),
-                              client=address())
+        return request_action(
+            ctx, serializer, acting_user(), value.get("task_id"), value.get("action"), client=address()
+        )
 
     @app.callback(
         *SHARED_OUTPUTS,

@@ -22,7 +22,7 @@ from dash.exceptions import PreventUpdate
 from core import user_admin
 from core.errors import SwitchyardError
 from core.permissions import Permission, Role
-from dashboard.common import acting_user, address, run_action
+from dashboard.common import acting_user, address, next_refresh, run_action
 
 PATH = "/users"
 TITLE = "Users"
@@ -60,6 +60,18 @@ def _table(users) -> dbc.Table:
         for u in users
     ]
     return dbc.Table([html.Thead(header), html.Tbody(rows)], size="sm", hover=True, id="users-table", className="mb-0")
+
+
+def _entry(users_data, username) -> dict | None:
+    """The browser's copy of one user's row (it sent users-data back: anything may be in it)."""
+    if not isinstance(users_data, list) or not isinstance(username, str):
+        return None
+    for entry in users_data:
+        if isinstance(entry, dict) and entry.get("username") == username:
+            active, role = entry.get("active"), entry.get("role")
+            if isinstance(active, bool) and role in ROLES:
+                return {"username": username, "active": active, "role": role}
+    return None
 
 
 def _options(values) -> list[dict]:
@@ -183,7 +195,8 @@ def register_callbacks(app, ctx) -> None:
         clicks = dict(zip(ACTION_BUTTONS, (create_clicks, role_clicks, toggle_clicks, reset_clicks)))
         if clicked not in clicks or not clicks[clicked]:
             raise PreventUpdate  # a re-render, not a click
-        # No user.can() shortcut here: core.user_admin checks manage_users and audits the denial.
+        # Only users with manage_users get here (the page's permission, dashboard.callbacks); core
+        # checks it again in the same transaction as the change.
         actor, where = user.username, address()
         keep_name, keep_password, keep_reset = new_username, new_password, reset_input
         if clicked == "create-user":
@@ -201,7 +214,7 @@ def register_callbacks(app, ctx) -> None:
                 lambda info: f"{info.username} is now {info.role}; their sessions have ended.",
             )
         elif clicked == "toggle-active":
-            current = next((u for u in users_data or [] if u.get("username") == target), None)
+            current = _entry(users_data, target)
             # The button says what it will do; core refuses if the state changed meanwhile.
             wanted = not current["active"] if current else False
             result = run_action(
@@ -214,7 +227,7 @@ def register_callbacks(app, ctx) -> None:
                 lambda info: f"New password set for {info.username}; their sessions have ended.",
             )
             keep_reset = ""
-        return result, (refresh_count or 0) + 1, keep_name, keep_password, keep_reset
+        return result, next_refresh(refresh_count), keep_name, keep_password, keep_reset
 
     @app.callback(
         Output("users-list", "children"),
@@ -243,7 +256,7 @@ def register_callbacks(app, ctx) -> None:
     )
     def selected(target, users_data):
         acting_user()
-        current = next((u for u in users_data or [] if u.get("username") == target), None)
+        current = _entry(users_data, target)
         if current is None:
             return "Disable", "warning", True, None
         if current["active"]:
