@@ -7,21 +7,22 @@ TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: run test bench browser-deps clean
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+# pip is the last thing venv creates, so a set-up that was interrupted is done again.
+$(BIN)/pip:
+	$(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml | $(BIN)/pip
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
-$(TEST_STAMP): pyproject.toml | $(BIN)/python
+$(TEST_STAMP): pyproject.toml | $(BIN)/pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@ $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/python run.py db upgrade
-	$(BIN)/python run.py serve --demo
+	SWITCHYARD_LOG_FORMAT=$${SWITCHYARD_LOG_FORMAT:-text} $(BIN)/python run.py serve --demo  # plain logs on a terminal
 
 # Browser tests need Debian's chromium and chromedriver (dash[testing] pins selenium <= 4.2,
 # which cannot download a driver itself).

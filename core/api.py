@@ -161,7 +161,8 @@ def task_query(
     )
 
 
-def _row(row: dict[str, Any]) -> dict[str, Any]:
+def task_summary(row: dict[str, Any]) -> dict[str, Any]:
+    """A task as a line of a list: the API's list and the console's grid."""
     return {
         "id": row["id"],
         "name": row["name"],
@@ -205,7 +206,7 @@ class TaskApi:
             rows, total = list_tasks(session, query.filters, query.sort, start, end)
         more = len(rows) == query.limit and (total is None or end < total)
         return {
-            "tasks": [_row(r) for r in rows],
+            "tasks": [task_summary(r) for r in rows],
             "total": total,
             "count_cap": COUNT_CAP,
             "offset": query.offset,

@@ -25,7 +25,7 @@ from typing import Callable, TypeVar
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from core.audit import DENIED, audit, record, run_audited
+from core.audit import DENIED, audit, audit_name, record, run_audited
 from core.errors import InvalidInput, NotAllowed, NotFound, WrongState
 from core.permissions import Permission
 from core.users import Actor, load_actor
@@ -99,10 +99,6 @@ def _info(token: ApiToken, username: str) -> TokenInfo:
     )
 
 
-def _name(value: object) -> str:
-    return str(value)[:64] if value is not None else ""
-
-
 def check_token_name(name: object) -> str:
     if not isinstance(name, str) or not name.strip():
         raise InvalidInput("a token needs a name (what uses it, e.g. 'nightly-etl')")
@@ -151,15 +147,15 @@ def _authorize(db: Database, actor: object, owner: str | None, action: str, targ
     if acting is not None and (acting.username == owner or acting.can(Permission.MANAGE_USERS)):
         return acting
     if acting is None:
-        message = f"not allowed: user {_name(actor)!r} does not exist or is disabled"
+        message = f"not allowed: user {audit_name(actor)!r} does not exist or is disabled"
     else:
         message = f"not allowed: {acting.role.value} {acting.username!r} may not {OTHERS_PHRASE}"
-    record(db, actor=_name(actor), action=action, target=target, outcome=DENIED, detail=message, address=address)
+    record(db, actor=audit_name(actor), action=action, target=target, outcome=DENIED, detail=message, address=address)
     raise NotAllowed(message)
 
 
 def _audited(db: Database, actor: object, action: str, target: object, address, operation: Callable[[], T]) -> T:
-    return run_audited(db, _name(actor), action, _name(target), address, operation)
+    return run_audited(db, audit_name(actor), action, audit_name(target), address, operation)
 
 
 # -- creating, listing, revoking -----------------------------------------------------------------
@@ -230,7 +226,7 @@ def create_token(db: Database, actor: object, owner: object, name: object, *, ad
 
     def operation() -> NewToken:
         owner_name = owner.strip() if isinstance(owner, str) else owner
-        acting = _authorize(db, actor, owner_name, "token.create", _name(owner_name) or None, address)
+        acting = _authorize(db, actor, owner_name, "token.create", audit_name(owner_name) or None, address)
         checked = check_token_name(name)
         with db.session(write=True) as session:
             return _create(session, owner_name, checked, acting.username, address)
@@ -256,9 +252,9 @@ def list_tokens(db: Database, actor: object, owner: object = None, *, address: s
     Reading is not audited unless it is refused."""
 
     def operation() -> list[TokenInfo]:
-        wanted = owner if owner not in (None, "") else _name(actor)
+        wanted = owner if owner not in (None, "") else audit_name(actor)
         everyone = wanted == "*"
-        _authorize(db, actor, None if everyone else _name(wanted), "token.list", _name(wanted), address)
+        _authorize(db, actor, None if everyone else audit_name(wanted), "token.list", audit_name(wanted), address)
         with db.session() as session:
             return _list(session, None if everyone else wanted)
 

@@ -41,6 +41,11 @@ def audit(
     )
 
 
+def audit_name(value: object) -> str:
+    """A printable, bounded form of a (possibly hostile) user or token name for messages and audit rows."""
+    return str(value)[:64] if value is not None else ""
+
+
 def record(
     db,
     *,

@@ -18,7 +18,7 @@ from typing import Callable, TypeVar
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.audit import DENIED, audit, record, run_audited
+from core.audit import DENIED, audit, audit_name, record, run_audited
 from core.errors import InvalidInput, NotAllowed, NotFound, WrongState
 from core.permissions import Permission, Role, parse_role
 from core.users import add_user, authorize, hash_password, load_actor, validate_password, validate_username
@@ -59,18 +59,13 @@ def _info(user: User) -> UserInfo:
     )
 
 
-def _name(value: object) -> str:
-    """A printable, bounded form of a (possibly hostile) user name for messages and audit rows."""
-    return str(value)[:64] if value is not None else ""
-
-
 # -- authorization and auditing ------------------------------------------------------------------
 
 
 def _authorize(db: Database, actor: object, action: str, target: object, address: str | None) -> str:
     """MANAGE_USERS or NotAllowed (the denial is audited by core.users.authorize)."""
     return authorize(
-        db, actor, Permission.MANAGE_USERS, action=action, target=_name(target) or None, address=address
+        db, actor, Permission.MANAGE_USERS, action=action, target=audit_name(target) or None, address=address
     ).username
 
 
@@ -89,13 +84,13 @@ def _audited(
     db: Database, actor: object, action: str, target: object, address: str | None, operation: Callable[[], T]
 ) -> T:
     try:
-        return run_audited(db, _name(actor), action, _name(target), address, operation)
+        return run_audited(db, audit_name(actor), action, audit_name(target), address, operation)
     except _NoLongerAllowed as error:
         record(
             db,
-            actor=_name(actor),
+            actor=audit_name(actor),
             action=action,
-            target=_name(target) or None,
+            target=audit_name(target) or None,
             outcome=DENIED,
             detail=str(error),
             address=address,

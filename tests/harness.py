@@ -26,6 +26,23 @@ from tests.conftest import ROOT
 FAULT_TASKS = "tests.fault_tasks"
 
 
+def run_cli(settings: Settings, *args: str, extra_env: dict | None = None, expect: int | None = 0):
+    """`python run.py ARGS` with the settings of `settings`; never a traceback, `expect` its exit code."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), *args],
+        env=settings_env(settings, **(extra_env or {})),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    if expect is not None:
+        assert result.returncode == expect, (args, result.returncode, result.stdout, result.stderr)
+    return result
+
+
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment that gives a `run.py` child process the same settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}

@@ -38,6 +38,7 @@ from dashboard.app import create_app
 from db.engine import Database
 from db.models import ApiToken, AuditLog, RolePermission, Task, TaskStatus
 from db.queries import TaskFilters, list_tasks
+from tests import harness
 from tests.conftest import PASSWORD, ROLE_USERS, ROOT, Recorder, make_settings, wait_until
 from tests.harness import TcpProxy, settings_env, spawn_worker
 
@@ -750,17 +751,7 @@ def test_api013_tokens_page_each_user_their_own_admins_anyone(settings, runtime)
 
 
 def run_cli(settings, *args, expect=0):
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), *args],
-        env=settings_env(settings),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
-    assert "Traceback" not in result.stderr, result.stderr
-    assert result.returncode == expect, (args, result.returncode, result.stdout, result.stderr)
+    result = harness.run_cli(settings, *args, expect=expect)
     if expect:
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and result.stdout == "", result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -15,31 +16,14 @@ import requests
 from core.embedded import free_port, port_open
 from db.engine import Database
 from tests.conftest import PASSWORD, ROLE_USERS, ROOT, wait_until
-from tests.test_faults import settings_env
+from tests.harness import run_cli
 
 pytestmark = pytest.mark.timeout(180)
 
 
 @pytest.fixture
 def cli(settings):
-    env = settings_env(settings)
-
-    def run(*args: str, extra_env: dict | None = None, expect: int | None = 0) -> subprocess.CompletedProcess:
-        result = subprocess.run(
-            [sys.executable, str(ROOT / "run.py"), *args],
-            env={**env, **(extra_env or {})},
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            stdin=subprocess.DEVNULL,
-        )
-        assert "Traceback" not in result.stderr, result.stderr
-        if expect is not None:
-            assert result.returncode == expect, (result.returncode, result.stdout, result.stderr)
-        return result
-
-    return run
+    return functools.partial(run_cli, settings)
 
 
 def one_line_error(result: subprocess.CompletedProcess) -> str:

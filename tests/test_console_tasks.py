@@ -207,7 +207,7 @@ def test_con_t011_grid_rows_carry_actions_for_the_user(runtime):
     assert admin["rowCount"] == 4
     for row in admin["rowData"]:
         assert row["actions"] == tasks.allowed_actions("queued", row["priority"], ROLE_PERMISSIONS[Role.ADMIN])
-        assert row["created"] and "T" in row["created"]
+        assert row["created_at"] and "T" in row["created_at"]
     json.dumps(admin)  # the response is plain JSON
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -17,22 +16,9 @@ from core.tasks import TaskService
 from db.engine import Database
 from db.models import Task, TaskEffect
 from tests.conftest import ROOT, Recorder, make_settings, wait_until
+from tests.harness import settings_env
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def settings_env(settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
-    env.update(
-        SWITCHYARD_DATA_DIR=str(settings.data_dir),
-        SWITCHYARD_NATS_URL=settings.nats_url,
-        SWITCHYARD_DATABASE_URL=settings.database_url,
-        SWITCHYARD_LEASE_SECONDS=str(settings.lease_seconds),
-        SWITCHYARD_REAPER_INTERVAL_SECONDS=str(settings.reaper_interval_seconds),
-        SWITCHYARD_RELAY_INTERVAL_SECONDS=str(settings.relay_interval_seconds),
-        SWITCHYARD_IDLE_RESWEEP_SECONDS=str(settings.idle_resweep_seconds),
-    )
-    return env
 
 
 def spawn_worker(settings, *args: str) -> subprocess.Popen:

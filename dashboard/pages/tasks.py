@@ -24,14 +24,15 @@ from dash import ctx as dash_ctx
 from dash.exceptions import PreventUpdate
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
+from core.api import task_summary
 from core.audit import DENIED, REFUSED, record
 from core.errors import InvalidInput, SwitchyardError
 from core.permissions import CANCEL_PERMISSION, RETRY_PERMISSION, UPGRADE_PERMISSIONS, Permission
-from core.priority import BUCKETS_IN_ORDER, PHASES, Priority, UpgradeAction
+from core.priority import BUCKETS_IN_ORDER, PHASES, UpgradeAction
 from core.users import authorize
 from dashboard.common import acting_user, address, run_action
 from db.models import TaskStatus
-from db.queries import COUNT_CAP, TaskFilters, iso, list_tasks
+from db.queries import COUNT_CAP, TaskFilters, list_tasks
 
 PATH = "/tasks"
 TITLE = "Tasks"
@@ -82,21 +83,7 @@ def allowed_actions(status: str, priority: int, permissions: Iterable[Permission
 
 
 def grid_row(row: dict[str, Any], permissions: Iterable[Permission]) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "name": row["name"],
-        "category": row["category"],
-        "phase": row["phase"],
-        "priority": row["priority"],
-        "priority_label": Priority(row["priority"]).label,
-        "bucket": row["bucket"],
-        "status": row["status"],
-        "attempts": row["attempts"],
-        "max_attempts": row["max_attempts"],
-        "correlation_id": row["correlation_id"],
-        "created": iso(row["created_at"]),
-        "actions": allowed_actions(row["status"], row["priority"], permissions),
-    }
+    return {**task_summary(row), "actions": allowed_actions(row["status"], row["priority"], permissions)}
 
 
 def fetch_rows(ctx, user, request: dict | None, filters: TaskFilters) -> dict[str, Any]:
@@ -294,7 +281,7 @@ def column_defs() -> list[dict]:
     return [
         {"field": "id", "colId": "id", "headerName": "Id", "cellRenderer": "TaskLink", "width": 230},
         {
-            "field": "created",
+            "field": "created_at",
             "colId": "created",
             "headerName": "Created (UTC)",
             "width": 190,
