@@ -426,9 +426,9 @@ def cmd_serve(args, settings, environ) -> int:
             demo = DemoTraffic(runtime.service).start()
         app = create_app(settings, runtime)
         server = create_server(app.server, host=host, port=port, threads=settings.web_threads)
+        signal.signal(signal.SIGTERM, lambda *_: server.close())  # before the URL: a supervisor may stop us at once
         print(f"Switchyard console: http://{host}:{server.effective_port}/", flush=True)
         print(f"broker: {url}  database: {runtime.db.describe()}", flush=True)
-        signal.signal(signal.SIGTERM, lambda *_: server.close())
         try:
             server.run()
         except (KeyboardInterrupt, OSError):

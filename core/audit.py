@@ -31,19 +31,24 @@ def audit(
     session.add(
         AuditLog(
             at=utcnow(),
-            actor=(actor or None) and str(actor)[:64],
+            actor=storable(actor, 64) if actor else None,
             action=action[:32],
-            target=None if target is None else str(target)[:128],
+            target=None if target is None else storable(target, 128),
             outcome=outcome,
-            detail=None if detail is None else str(detail)[:2000],
+            detail=None if detail is None else storable(detail, 2000),
             address=address,
         )
     )
 
 
+def storable(value: object, limit: int) -> str:
+    """A (possibly hostile) value as text every database stores: PostgreSQL refuses NUL bytes."""
+    return str(value).replace("\x00", "\N{REPLACEMENT CHARACTER}")[:limit]
+
+
 def audit_name(value: object) -> str:
-    """A printable, bounded form of a (possibly hostile) user or token name for messages and audit rows."""
-    return str(value)[:64] if value is not None else ""
+    """A bounded form of a (possibly hostile) user or token name for messages and audit rows."""
+    return storable(value, 64) if value is not None else ""
 
 
 def record(
@@ -63,9 +68,9 @@ def record(
         with db.session(write=True) as session:
             audit(
                 session,
-                actor=str(actor)[:64] if actor else None,
+                actor=actor or None,
                 action=action,
-                target=str(target)[:128] if target else None,
+                target=target or None,
                 outcome=outcome,
                 detail=detail,
                 address=address,

@@ -11,7 +11,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from core.audit import audit
+from core.audit import audit, storable
 from core.errors import InvalidInput, NotAllowed
 from core.permissions import Permission, Role, parse_role
 from core.security import (
@@ -184,7 +184,7 @@ def authenticate(
     row. Too many recent failures for the name or the address refuse the attempt unchecked
     (SignInThrottled), whatever the password."""
     limits = limits or LoginLimits()
-    name = username[:64] if isinstance(username, str) else ""
+    name = storable(username, 64) if isinstance(username, str) else ""
     with db.session(write=True) as session:
         now = utcnow()
         wait = throttle_wait(session, limits, name, address, now)

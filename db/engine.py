@@ -8,10 +8,10 @@ from typing import Iterator
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DataError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.errors import DatabaseUnavailable
+from core.errors import DatabaseUnavailable, InvalidInput
 from db.models import Base
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 15.0
@@ -42,12 +42,21 @@ class Database:
             # psycopg prepares a statement after a few runs, and PostgreSQL may then switch it to a
             # generic plan that cannot see the values (one Tasks-page count went from 25 ms to
             # 150-190 ms): keep the prepared statements, plan each execution for its values.
+            # Every transaction here is short: one left idle for a minute belongs to a client that
+            # is gone (a crashed host, a cut network) and would hold its row locks until the
+            # server noticed; end it. Keepalives let a client notice a server that went silent.
             self.engine = create_engine(
                 self.url,
                 echo=echo,
                 pool_size=10,
                 max_overflow=20,
-                connect_args={"options": "-c plan_cache_mode=force_custom_plan"},
+                connect_args={
+                    "options": "-c plan_cache_mode=force_custom_plan -c idle_in_transaction_session_timeout=60000",
+                    "keepalives": 1,
+                    "keepalives_idle": 30,
+                    "keepalives_interval": 10,
+                    "keepalives_count": 3,
+                },
             )
         self._write_engine = self.engine.execution_options(switchyard_write=True)
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
@@ -57,7 +66,8 @@ class Database:
     def session(self, write: bool = False) -> Iterator[Session]:
         """A transaction that commits on success and rolls back on error.
 
-        Database outages surface as DatabaseUnavailable with a one-line message.
+        Database outages surface as DatabaseUnavailable, values the database cannot store (a NUL
+        byte in PostgreSQL text) as InvalidInput, each with a one-line message.
         """
         factory = self._writer if write else self._reader
         try:
@@ -65,6 +75,8 @@ class Database:
                 yield session
         except OperationalError as error:
             raise DatabaseUnavailable(_describe(error)) from error
+        except DataError as error:
+            raise InvalidInput(_refused_value(error)) from error
 
     @contextmanager
     def connect(self, write: bool = False) -> Iterator[Connection]:
@@ -75,6 +87,8 @@ class Database:
                 yield connection
         except OperationalError as error:
             raise DatabaseUnavailable(_describe(error)) from error
+        except DataError as error:
+            raise InvalidInput(_refused_value(error)) from error
 
     def refresh_statistics(self) -> None:
         """Let the query planner see the data: SQLite never gathers statistics by itself (it
@@ -123,3 +137,8 @@ def _describe(error: SQLAlchemyError) -> str:
     original = getattr(error, "orig", None) or error
     first_line = str(original).strip().splitlines()[0] if str(original).strip() else type(original).__name__
     return f"database unavailable: {first_line}"
+
+
+def _refused_value(error: DataError) -> str:
+    original = str(getattr(error, "orig", None) or error).strip()
+    return f"the database refused a value: {original.splitlines()[0] if original else 'invalid data'}"

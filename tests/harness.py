@@ -192,7 +192,7 @@ def classify(
         elif len(generations) > 1:
             verdict.add("duplicated", task_id)
         elif row.status in (TaskStatus.QUEUED, TaskStatus.RUNNING):
-            verdict.add("stuck", task_id)
+            verdict.add("stuck", _state(row))
         elif row.status == TaskStatus.CANCELLED:
             verdict.add("unexpected" if generations or task_id not in cancelled else "ok", task_id)
         elif row.status == TaskStatus.FAILED:
@@ -204,6 +204,14 @@ def classify(
         else:
             verdict.add("ok", task_id)
     return verdict
+
+
+def _state(task: Task) -> str:
+    """A stuck task's id and where it stands, for the failure message."""
+    return (
+        f"{task.id} {task.status} gen={task.generation} published={task.published_generation} "
+        f"seq={task.stream_seq} attempts={task.attempts} worker={task.worker_id} lease={task.lease_expires_at}"
+    )
 
 
 def unfinished(db: Database, task_ids: list[str]) -> int:
@@ -296,7 +304,8 @@ class TcpProxy:
         return self
 
     def down(self) -> None:
-        listener, self._listener = self._listener, None
+        with self._lock:
+            listener, self._listener = self._listener, None
         if listener is not None:
             # close() alone leaves a listener that another thread is blocked in accept() on
             # accepting one more connection; shutdown() wakes that accept() first.
@@ -307,12 +316,7 @@ class TcpProxy:
             listener.close()
         with self._lock:
             connections, self._connections = self._connections, set()
-        for connection in connections:
-            try:
-                connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            connection.close()
+        _hang_up(*connections)
 
     def _accept(self, listener: socket.socket) -> None:
         while True:
@@ -326,6 +330,9 @@ class TcpProxy:
                 client.close()
                 continue
             with self._lock:
+                if self._listener is not listener:  # went down while this one was connecting
+                    _hang_up(client, server)
+                    return
                 self._connections.update((client, server))
             for source, sink in ((client, server), (server, client)):
                 threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
@@ -337,8 +344,15 @@ class TcpProxy:
         except OSError:
             pass
         finally:
-            for end in (source, sink):
-                try:
-                    end.close()
-                except OSError:
-                    pass
+            _hang_up(source, sink)
+
+
+def _hang_up(*ends: socket.socket) -> None:
+    """shutdown() first: close() alone neither wakes a thread blocked in recv() on the socket nor
+    ends the TCP connection, and a database session would stay open holding its locks."""
+    for end in ends:
+        try:
+            end.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        end.close()

@@ -11,6 +11,7 @@ from sqlalchemy import update
 
 from core import user_admin
 from core.errors import InvalidInput
+from core.priority import Bucket
 from core.users import hash_password
 from dashboard.app import PAGES, create_app
 from db.models import Task, User, utcnow
@@ -89,7 +90,7 @@ def _plant(runtime, start_worker) -> dict:
     failing = runtime.service.dispatch_task("demo.fail", args={"message": " ".join(PAYLOADS)}, priority=9,
                                             max_attempts=1)  # fmt: skip
     recorder = Recorder()
-    start_worker(recorder)
+    start_worker(recorder, buckets=(Bucket.HIGH,))  # runs the failing task; the low ones stay queued
     recorder.wait_for(lambda: failing in recorder.of("failed"), timeout=30)
     planted["error"] = failing
     named = runtime.service.dispatch_task("demo.echo", priority=0)
