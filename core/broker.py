@@ -127,8 +127,12 @@ class TaskBroker:
         if self.nc is not None and not self.nc.is_closed:
             try:
                 await self.nc.drain()
-            except Exception:
-                await self.nc.close()
+            except Exception as error:  # the server is already gone: nothing left to drain
+                log.debug("nats: drain on close: %s", error)
+                try:
+                    await self.nc.close()
+                except Exception as error:
+                    log.debug("nats: close: %s", error)
 
     @property
     def connected(self) -> bool:

@@ -99,6 +99,9 @@ class NatsServer:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,
+            # Not in the terminal's process group: Ctrl-C reaches run.py alone, which stops its
+            # workers before the broker they are connected to.
+            start_new_session=True,
         )
         log_file.close()
         deadline = time.monotonic() + timeout
