@@ -176,3 +176,16 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, interval: f
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting: {message}")
         time.sleep(interval)
+
+
+@pytest.fixture
+def console(dash_duo, settings, runtime):
+    """The console served to a headless Chromium (the browser tests)."""
+    from dashboard.app import create_app
+
+    app = create_app(settings, runtime)
+    dash_duo.start_server(app, navigate=False)
+    # A desktop window: at headless Chrome's 800 x 600 the pages stack into one column that is
+    # still growing while a test clicks, and a click can land on the wrong element.
+    dash_duo.driver.set_window_size(1400, 1000)
+    return dash_duo

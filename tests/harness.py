@@ -18,12 +18,35 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from core.embedded import NatsServer, free_port, port_open
+from core.errors import Conflict, NotAnUpgrade
 from core.settings import Settings
 from db.engine import Database
 from db.models import Task, TaskEffect, TaskStatus, WorkerRecord
-from tests.conftest import ROOT
+from tests.conftest import ROLE_USERS, ROOT
 
 FAULT_TASKS = "tests.fault_tasks"
+
+
+def upgrade_all_at_once(service, task_id: str, contenders: int, reason: str) -> list[str]:
+    """`contenders` threads upgrade one task to urgent at the same instant; each one's outcome:
+    "won" or the name of the refusal (Conflict, NotAnUpgrade)."""
+    barrier = threading.Barrier(contenders)
+    outcomes: list[str] = []
+
+    def upgrade() -> None:
+        barrier.wait()
+        try:
+            service.upgrade_task(task_id, "urgent", reason, ROLE_USERS["manager"])
+            outcomes.append("won")
+        except (Conflict, NotAnUpgrade) as error:
+            outcomes.append(type(error).__name__)
+
+    threads = [threading.Thread(target=upgrade) for _ in range(contenders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
 
 
 def run_cli(settings: Settings, *args: str, extra_env: dict | None = None, expect: int | None = 0):

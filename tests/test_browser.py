@@ -9,21 +9,10 @@ import requests
 from selenium.webdriver.support.select import Select
 from sqlalchemy import select
 
-from dashboard.app import create_app
 from db.models import AuditLog, User
 from tests.conftest import PASSWORD, ROLE_USERS, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
-
-
-@pytest.fixture
-def console(dash_duo, settings, runtime):
-    app = create_app(settings, runtime)
-    dash_duo.start_server(app, navigate=False)
-    # A desktop window: at headless Chrome's 800 x 600 the pages stack into one column that is
-    # still growing while a test clicks, and a click can land on the wrong element.
-    dash_duo.driver.set_window_size(1400, 1000)
-    return dash_duo
 
 
 def sign_in(duo, role: str) -> None:

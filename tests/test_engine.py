@@ -3,7 +3,6 @@ when SWITCHYARD_TEST_DATABASE_URL is set)."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -16,6 +15,7 @@ from core.stats import broker_depths, database_stats
 from core.tasks import DispatchRequest
 from db.models import AuditLog, PriorityHistory, Task, TaskEffect
 from tests.conftest import ROLE_USERS, Recorder, wait_until
+from tests.harness import upgrade_all_at_once
 
 
 def task_row(runtime, task_id) -> dict:
@@ -197,22 +197,7 @@ def test_eng007_unknown_and_disabled_users_are_refused(runtime):
 def test_eng008_thirty_concurrent_upgrades_give_one_history_row(runtime):
     service = runtime.service
     task_id = service.dispatch_task("demo.echo", priority=2)
-    barrier = threading.Barrier(30)
-    outcomes = []
-
-    def upgrade():
-        barrier.wait()
-        try:
-            service.upgrade_task(task_id, "urgent", "everyone clicked", ROLE_USERS["manager"])
-            outcomes.append("won")
-        except (Conflict, NotAnUpgrade) as error:
-            outcomes.append(type(error).__name__)
-
-    threads = [threading.Thread(target=upgrade) for _ in range(30)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    outcomes = upgrade_all_at_once(service, task_id, 30, "everyone clicked")
     assert outcomes.count("won") == 1 and len(outcomes) == 30
     assert history_count(runtime, task_id) == 1
     row = task_row(runtime, task_id)

@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from core.broker import TaskMessage
 from core.builtin_tasks import registry_for
 from core.embedded import NatsServer
-from core.errors import Conflict, DatabaseUnavailable, NotAnUpgrade, WrongState
+from core.errors import Conflict, DatabaseUnavailable, WrongState
 from core.leases import claim
 from core.outbox import relay_backlog
 from core.priority import priority_to_bucket, subject_for
@@ -36,6 +36,7 @@ from tests.harness import (
     TcpProxy,
     WorkerProcesses,
     classify,
+    upgrade_all_at_once,
     wait_settled,
     worker_prefix,
 )
@@ -416,22 +417,7 @@ def test_rel005_poison_task_fails_after_its_attempts_and_work_keeps_flowing(fast
 
 def test_rel006_fifty_concurrent_upgrades_have_one_winner(runtime):
     task_id = runtime.service.dispatch_task("demo.echo", priority=1)
-    barrier = threading.Barrier(50)
-    outcomes: list[str] = []
-
-    def upgrade() -> None:
-        barrier.wait()
-        try:
-            runtime.service.upgrade_task(task_id, "urgent", "all at once", ROLE_USERS["manager"])
-            outcomes.append("won")
-        except (Conflict, NotAnUpgrade) as error:
-            outcomes.append(type(error).__name__)
-
-    threads = [threading.Thread(target=upgrade) for _ in range(50)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    outcomes = upgrade_all_at_once(runtime.service, task_id, 50, "all at once")
     with runtime.db.session() as session:
         history = session.scalars(select(PriorityHistory).where(PriorityHistory.task_id == task_id)).all()
         row = session.get(Task, task_id)

@@ -16,7 +16,7 @@ import pytest
 
 from core.demo import DemoTraffic
 from tests.conftest import Recorder
-from tests.test_browser import console, sign_in  # noqa: F401  (the fixture is used by name)
+from tests.test_browser import sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
@@ -31,7 +31,7 @@ def shoot(duo, name: str, tmp_path: Path) -> Path:
     return path
 
 
-def test_con_s001_screenshots_of_a_live_console(console, runtime, start_worker, tmp_path):  # noqa: F811
+def test_con_s001_screenshots_of_a_live_console(console, runtime, start_worker, tmp_path):
     demo = DemoTraffic(runtime.service, interval_seconds=0.5, seed=7).start()
     start_worker(Recorder(), concurrency=2)
     try:

@@ -13,7 +13,7 @@ from core import user_admin
 from core.errors import InvalidInput
 from core.priority import Bucket
 from core.users import hash_password
-from dashboard.app import PAGES, create_app
+from dashboard.app import PAGES
 from db.models import Task, User, utcnow
 from tests.conftest import PASSWORD, Recorder
 from tests.test_browser import sign_in, sign_in_as
@@ -47,14 +47,6 @@ for (const a of document.querySelectorAll('a[href]')) {
 }
 return bad;
 """
-
-
-@pytest.fixture
-def console(dash_duo, settings, runtime):
-    app = create_app(settings, runtime)
-    dash_duo.start_server(app, navigate=False)
-    dash_duo.driver.set_window_size(1400, 1000)
-    return dash_duo
 
 
 def _no_alert(duo, where: str) -> None:
