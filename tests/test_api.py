@@ -38,9 +38,9 @@ from dashboard.app import create_app
 from db.engine import Database
 from db.models import ApiToken, AuditLog, RolePermission, Task, TaskStatus
 from db.queries import TaskFilters, list_tasks
-from tests import harness
-from tests.conftest import PASSWORD, ROLE_USERS, ROOT, Recorder, make_settings, wait_until
-from tests.harness import TcpProxy, settings_env, spawn_worker
+from tests.support import harness
+from tests.support.constants import PASSWORD, ROLE_USERS, ROOT
+from tests.support.harness import Recorder, TcpProxy, make_settings, settings_env, spawn_worker, wait_until
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -10,7 +10,8 @@ from selenium.webdriver.support.select import Select
 from sqlalchemy import select
 
 from db.models import AuditLog, User
-from tests.conftest import PASSWORD, ROLE_USERS, wait_until
+from tests.support.constants import PASSWORD, ROLE_USERS
+from tests.support.harness import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 

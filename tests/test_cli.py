@@ -15,8 +15,8 @@ import requests
 
 from core.embedded import free_port, port_open
 from db.engine import Database
-from tests.conftest import PASSWORD, ROLE_USERS, ROOT, wait_until
-from tests.harness import run_cli
+from tests.support.constants import PASSWORD, ROLE_USERS, ROOT
+from tests.support.harness import run_cli, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 from core.users import ensure_admin, verify_password
 from dashboard.app import create_app
 from db.models import AuditLog, User
-from tests.conftest import PASSWORD, ROLE_USERS
+from tests.support.constants import PASSWORD, ROLE_USERS
 
 
 @pytest.fixture

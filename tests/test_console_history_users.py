@@ -17,7 +17,8 @@ from core.errors import InvalidInput, NotAllowed, NotFound, WrongState
 from core.users import authenticate, session_user
 from db.engine import Database
 from db.models import AuditLog, PriorityHistory, Task, User
-from tests.conftest import PASSWORD, ROLE_USERS, Recorder
+from tests.support.constants import PASSWORD, ROLE_USERS
+from tests.support.harness import Recorder
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -19,7 +19,7 @@ from dashboard.auth import ConsoleUser
 from dashboard.pages import task_detail, tasks
 from db.models import AuditLog, PriorityHistory, Task, TaskStatus, utcnow
 from db.queries import TaskFilters, count_tasks, list_tasks, normalize_sort, tasks_with_correlation
-from tests.conftest import PASSWORD, ROLE_USERS
+from tests.support.constants import PASSWORD, ROLE_USERS
 
 
 def console_user(role: str) -> ConsoleUser:

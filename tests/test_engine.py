@@ -14,8 +14,8 @@ from core.priority import Bucket
 from core.stats import broker_depths, database_stats
 from core.tasks import DispatchRequest
 from db.models import AuditLog, PriorityHistory, Task, TaskEffect
-from tests.conftest import ROLE_USERS, Recorder, wait_until
-from tests.harness import upgrade_all_at_once
+from tests.support.constants import ROLE_USERS
+from tests.support.harness import Recorder, upgrade_all_at_once, wait_until
 
 
 def task_row(runtime, task_id) -> dict:

@@ -15,8 +15,8 @@ from core.runtime import Runtime
 from core.tasks import TaskService
 from db.engine import Database
 from db.models import Task, TaskEffect
-from tests.conftest import ROOT, Recorder, make_settings, wait_until
-from tests.harness import settings_env
+from tests.support.constants import ROOT
+from tests.support.harness import Recorder, make_settings, settings_env, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

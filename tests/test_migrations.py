@@ -16,8 +16,8 @@ from core.runtime import Runtime, check_database, prepare_database, upgrade_data
 from db import migrate
 from db.engine import Database
 from db.models import Base
-from tests.conftest import ROOT
-from tests.harness import settings_env
+from tests.support.constants import ROOT
+from tests.support.harness import settings_env
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ from core.runtime import Runtime, prepare_database
 from core.tasks import DispatchRequest
 from dashboard.app import create_app
 from db.engine import Database
-from tests.conftest import PASSWORD, ROLE_USERS, ROOT, wait_until
-from tests.harness import settings_env, spawn_worker
+from tests.support.constants import PASSWORD, ROLE_USERS, ROOT
+from tests.support.harness import settings_env, spawn_worker, wait_until
 from tests.test_console_auth import overview_request
 
 pytestmark = pytest.mark.timeout(180)

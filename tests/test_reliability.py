@@ -1,6 +1,6 @@
 """Faults at scale: killed workers, a killed broker, a cluster that loses a node, a database that
 goes away, a poison task, races, and the whole stream replayed. Each scenario dispatches real
-tasks that record their effect (demo.record), then classifies every task (tests.harness.classify)
+tasks that record their effect (demo.record), then classifies every task (tests.support.harness.classify)
 and requires 0 lost, 0 duplicated, 0 unexpected, 0 stuck. The figures are printed with a
 `reliability:` prefix; docs/reliability.md holds those of a full run.
 """
@@ -29,15 +29,17 @@ from core.snapshot import OverviewSnapshot
 from core.tasks import DispatchRequest
 from db.engine import Database
 from db.models import PriorityHistory, Task, TaskStatus, utcnow
-from tests.conftest import POSTGRES_URL, ROLE_USERS, Recorder, wait_until
-from tests.harness import (
+from tests.support.constants import POSTGRES_URL, ROLE_USERS
+from tests.support.harness import (
     FAULT_TASKS,
     NatsCluster,
+    Recorder,
     TcpProxy,
     WorkerProcesses,
     classify,
     upgrade_all_at_once,
     wait_settled,
+    wait_until,
     worker_prefix,
 )
 

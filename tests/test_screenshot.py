@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from core.demo import DemoTraffic
-from tests.conftest import Recorder
+from tests.support.harness import Recorder
 from tests.test_browser import sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]

@@ -15,7 +15,8 @@ from core.priority import Bucket
 from core.users import hash_password
 from dashboard.app import PAGES
 from db.models import Task, User, utcnow
-from tests.conftest import PASSWORD, Recorder
+from tests.support.constants import PASSWORD
+from tests.support.harness import Recorder
 from tests.test_browser import sign_in, sign_in_as
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]

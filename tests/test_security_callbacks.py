@@ -22,8 +22,8 @@ from core.users import create_user
 from dashboard.app import create_app
 from dashboard.pages import tasks as tasks_page
 from db.models import PriorityHistory, Task, TaskStatus, User, utcnow
-from tests.conftest import PASSWORD, ROLE_USERS
-from tests.forge import (
+from tests.support.constants import PASSWORD, ROLE_USERS
+from tests.support.forge import (
     Callback,
     callbacks,
     changed_tables,

@@ -14,8 +14,8 @@ from sqlalchemy import update
 
 from dashboard.app import create_app
 from db.models import Task
-from tests.conftest import PASSWORD, ROLE_USERS
-from tests.forge import (
+from tests.support.constants import PASSWORD, ROLE_USERS
+from tests.support.forge import (
     Callback,
     callbacks,
     changed_tables,

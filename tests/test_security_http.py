@@ -23,8 +23,8 @@ from core.settings import load_settings
 from core.users import create_user
 from dashboard.app import create_app
 from db.models import AuditLog, Task, User, utcnow
-from tests.conftest import PASSWORD, ROLE_USERS, ROOT
-from tests.forge import callbacks, csrf_cookie, form_token, one_line_error, post, sign_in, snapshot
+from tests.support.constants import PASSWORD, ROLE_USERS, ROOT
+from tests.support.forge import callbacks, csrf_cookie, form_token, one_line_error, post, sign_in, snapshot
 
 EVIL = "https://evil.example"
 

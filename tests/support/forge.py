@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import select
 
 from db.models import AuditLog, Base
-from tests.conftest import PASSWORD
+from tests.support.constants import PASSWORD
 
 UPDATE = "/_dash-update-component"
 TRACEBACK = re.compile(r"Traceback \(most recent call last\)|File \"[^\"]+\", line \d+|\bline \d+, in\b")

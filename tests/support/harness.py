@@ -1,8 +1,10 @@
 """Real processes for fault scenarios: worker processes, a NATS cluster, a TCP proxy that can
-refuse connections, and the ledger that classifies every task after a scenario."""
+refuse connections, and the ledger that classifies every task after a scenario; and the in-process
+helpers the fixtures and tests share (settings, a clean stream, an event recorder, polling)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import signal
@@ -11,10 +13,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
+import nats
+from nats.js.errors import NotFoundError
 from sqlalchemy import func, select
 
 from core.embedded import NatsServer, free_port, port_open
@@ -22,9 +27,87 @@ from core.errors import Conflict, NotAnUpgrade
 from core.settings import Settings
 from db.engine import Database
 from db.models import Task, TaskEffect, TaskStatus, WorkerRecord
-from tests.conftest import ROLE_USERS, ROOT
+from tests.support.constants import ROLE_USERS, ROOT
 
-FAULT_TASKS = "tests.fault_tasks"
+FAULT_TASKS = "tests.support.fault_tasks"
+
+
+# -- in-process helpers (used by the fixtures in tests/conftest.py and by the tests) ------------
+
+
+def make_settings(tmp_path: Path, nats_url: str, database_url: str, **overrides) -> Settings:
+    values = dict(
+        data_dir=tmp_path,
+        nats_url=nats_url,
+        database_url=database_url,
+        lease_seconds=2.0,
+        reaper_interval_seconds=0.3,
+        relay_interval_seconds=0.2,
+        reconcile_interval_seconds=1.0,
+        idle_resweep_seconds=0.5,
+        retry_backoff_seconds=0.05,
+        retry_backoff_max_seconds=0.2,
+        broker_timeout_seconds=2.0,
+    )
+    values.update(overrides)
+    return Settings(**values)
+
+
+def reset_stream(url: str, stream: str) -> None:
+    async def reset() -> None:
+        nc = await nats.connect(url)
+        try:
+            await nc.jsm().delete_stream(stream)
+        except NotFoundError:
+            pass
+        finally:
+            await nc.close()
+
+    asyncio.run(reset())
+
+
+class Recorder:
+    """Collects worker events in order: ('started', task_id), ('succeeded', task_id) ..."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+
+    def __call__(self, event: str, task_id: str) -> None:
+        with self._changed:
+            self.events.append((event, task_id))
+            self._changed.notify_all()
+
+    def of(self, kind: str) -> list[str]:
+        with self._lock:
+            return [task for event, task in self.events if event == kind]
+
+    def counts(self, kind: str) -> dict[str, int]:
+        counted: dict[str, int] = defaultdict(int)
+        for task in self.of(kind):
+            counted[task] += 1
+        return counted
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not predicate():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"timed out; events so far: {self.events[-20:]}")
+                self._changed.wait(min(remaining, 0.1))
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, interval: float = 0.05, message: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting: {message}")
+        time.sleep(interval)
+
+
+# -- worker processes and the CLI ---------------------------------------------------------------
 
 
 def upgrade_all_at_once(service, task_id: str, contenders: int, reason: str) -> list[str]:

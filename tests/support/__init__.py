@@ -1,0 +1,1 @@
+"""Helpers for the test suite (no fixtures: those live in tests/conftest.py)."""
