@@ -14,22 +14,25 @@
     python run.py tokens revoke TOKEN_ID_OR_PREFIX
     python run.py tokens list USERNAME
 
+After `pip install`, `switchyard ...` is the same command.
+
 Errors print one line on stderr and exit non-zero:
 2 bad input, 3 not found, 4 not allowed, 5 wrong state / not an upgrade / conflict, 6 broker or
 database unavailable, 7 database schema not current (run `python run.py db upgrade`).
+
+This module only parses arguments, calls core and maps errors to exit codes. Imports are inside
+the commands so `--help` and a usage error answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import json
 import logging
 import os
-import signal
 import sys
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from core.errors import (
     BrokerUnavailable,
@@ -43,6 +46,7 @@ from core.errors import (
     SwitchyardError,
     WrongState,
 )
+from core.settings import Settings
 
 EXIT_CODES = {
     InvalidInput: 2,
@@ -137,11 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     environ = os.environ if environ is None else environ
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
-        argv.insert(0, "serve")
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if not args_list or (args_list[0].startswith("-") and args_list[0] not in ("-h", "--help")):
+        args_list.insert(0, "serve")
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(args_list)
         from core.settings import load_settings
 
         settings = load_settings(environ)
@@ -154,27 +158,30 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return 130
 
 
-def _configure_logging(command: str, settings) -> None:
-    from core import logs
+def _configure_logging(command: str, settings: Settings) -> None:
+    from core.observe import logs
 
-    level = settings.log_level.upper() if command in ("serve", "worker") else "WARNING"
-    logs.configure(getattr(logging, level), settings.log_format if command in ("serve", "worker") else "text")
+    daemon = command in ("serve", "worker")
+    level = settings.log_level.upper() if daemon else "WARNING"
+    logs.configure(getattr(logging, level), settings.log_format if daemon else "text")
 
 
-def _runtime(settings, *, require_broker: bool = False, connect_broker: bool = True):
-    from core.builtin_tasks import registry_for
+def _runtime(settings: Settings, *, require_broker: bool = False, connect_broker: bool = True):
     from core.runtime import Runtime
 
-    return Runtime.open(
-        settings, registry=registry_for(settings), require_broker=require_broker, connect_broker=connect_broker
-    )
+    return Runtime.open(settings, require_broker=require_broker, connect_broker=connect_broker)
 
 
-def cmd_dispatch(args, settings, environ) -> int:
-    from core.tasks import parse_args_json
+def _database(settings: Settings, *, check: bool = True):
+    from core.runtime import open_database
 
-    runtime = _runtime(settings)
-    try:
+    return open_database(settings, check=check)
+
+
+def cmd_dispatch(args, settings: Settings, environ) -> int:
+    from core.tasks.rows import parse_args_json
+
+    with _runtime(settings) as runtime:
         task_id = runtime.service.dispatch_task(
             args.name,
             args=parse_args_json(args.args),
@@ -191,92 +198,61 @@ def cmd_dispatch(args, settings, environ) -> int:
             print(
                 f"warning: {problem}; the task is stored and will be published when the broker is back", file=sys.stderr
             )
-    finally:
-        runtime.close()
     return 0
 
 
-def cmd_upgrade(args, settings, environ) -> int:
-    runtime = _runtime(settings)
-    try:
-        result = runtime.service.upgrade_task(args.task_id, args.action, args.reason, args.user)
-        print(result.describe())
-    finally:
-        runtime.close()
+def cmd_upgrade(args, settings: Settings, environ) -> int:
+    with _runtime(settings) as runtime:
+        print(runtime.service.upgrade_task(args.task_id, args.action, args.reason, args.user).describe())
     return 0
 
 
-def cmd_cancel(args, settings, environ) -> int:
-    runtime = _runtime(settings)
-    try:
+def cmd_cancel(args, settings: Settings, environ) -> int:
+    with _runtime(settings) as runtime:
         runtime.service.cancel_task(args.task_id, args.user)
         print(f"task {args.task_id} cancelled")
-    finally:
-        runtime.close()
     return 0
 
 
-def cmd_retry(args, settings, environ) -> int:
-    runtime = _runtime(settings)
-    try:
+def cmd_retry(args, settings: Settings, environ) -> int:
+    with _runtime(settings) as runtime:
         runtime.service.retry_task(args.task_id, args.user)
         print(f"task {args.task_id} queued again")
-    finally:
-        runtime.close()
     return 0
 
 
-def cmd_status(args, settings, environ) -> int:
-    runtime = _runtime(settings, connect_broker=False)
-    try:
-        print(json.dumps(runtime.service.describe_task(args.task_id), indent=2))
-    finally:
-        runtime.close()
+def cmd_status(args, settings: Settings, environ) -> int:
+    from core.tasks.reads import describe_task
+
+    with _database(settings) as db:
+        print(json.dumps(describe_task(db, args.task_id), indent=2))
     return 0
 
 
-def cmd_depths(args, settings, environ) -> int:
-    from core.stats import broker_depths, database_stats
+def cmd_depths(args, settings: Settings, environ) -> int:
+    from core.observe.stats import system_depths
 
-    runtime = _runtime(settings, require_broker=True)
-    try:
-        depths = runtime.broker.run(broker_depths(runtime.broker.broker))
-        depths["database"] = database_stats(runtime.db)
-        print(json.dumps(depths, indent=2))
-    finally:
-        runtime.close()
+    with _runtime(settings, require_broker=True) as runtime:
+        print(json.dumps(system_depths(runtime.db, runtime.broker), indent=2))
     return 0
 
 
-def cmd_db(args, settings, environ) -> int:
-    from core.runtime import check_database, upgrade_database
-    from db import migrate
-    from db.engine import Database
+def cmd_db(args, settings: Settings, environ) -> int:
+    from core.runtime import describe_schema, upgrade_database
 
     if args.db_command not in ("upgrade", "current"):
         raise InvalidInput("use: python run.py db upgrade | db current")
-    db = Database(settings.resolved_database_url)
-    try:
+    with _database(settings, check=False) as db:
         if args.db_command == "upgrade":
             before, after = upgrade_database(db)
             print(f"schema at {after}" + (f" (was {before or 'empty'})" if before != after else " (already current)"))
         else:
-            current = migrate.current_revision(db)
-            try:
-                check_database(db)
-                state = "current"
-            except SchemaOutdated:
-                state = f"not current: run `{migrate.UPGRADE_COMMAND}`"
-            print(f"{current or 'empty'} ({state}; this version needs {migrate.head_revision()})")
-    finally:
-        db.dispose()
+            print(describe_schema(db))
     return 0
 
 
-def cmd_users(args, settings, environ) -> int:
-    from core.runtime import check_database
-    from core.users import create_user
-    from db.engine import Database
+def cmd_users(args, settings: Settings, environ) -> int:
+    from core.auth.users import create_user
 
     if args.users_command != "create":
         raise InvalidInput("use: python run.py users create USERNAME --role ROLE")
@@ -287,164 +263,59 @@ def cmd_users(args, settings, environ) -> int:
         password = getpass.getpass(f"password for {args.username}: ")
         if password != getpass.getpass("again: "):
             raise InvalidInput("the two passwords differ")
-    db = Database(settings.resolved_database_url)
-    try:
-        check_database(db)
+    with _database(settings) as db:
         user = create_user(db, args.username, password, args.role, created_by="cli")
         print(f"user {user.username} created with role {user.role}")
-    finally:
-        db.dispose()
     return 0
 
 
-def cmd_tokens(args, settings, environ) -> int:
-    from core import api_tokens
-    from core.runtime import check_database
-    from db.engine import Database
+def cmd_tokens(args, settings: Settings, environ) -> int:
+    from core.auth import tokens
 
     if args.tokens_command not in ("create", "revoke", "list"):
         raise InvalidInput("use: python run.py tokens create USERNAME --name NAME | revoke TOKEN | list USERNAME")
-    db = Database(settings.resolved_database_url)
-    try:
-        check_database(db)
+    with _database(settings) as db:
         if args.tokens_command == "create":
-            print(api_tokens.system_create_token(db, args.username, args.name).secret)
+            print(tokens.system_create_token(db, args.username, args.name).secret)
         elif args.tokens_command == "revoke":
-            info = api_tokens.system_revoke_token(db, args.token)
+            info = tokens.system_revoke_token(db, args.token)
             print(f"token {info.prefix} ({info.name}) of {info.username} revoked")
         else:
-            print(json.dumps([t.as_dict() for t in api_tokens.system_list_tokens(db, args.username)], indent=2))
-    finally:
-        db.dispose()
+            print(json.dumps([t.as_dict() for t in tokens.system_list_tokens(db, args.username)], indent=2))
     return 0
 
 
-def _parse_scope(args, settings):
-    from core.priority import PHASES, parse_bucket
-    from core.worker import WorkerScope
+def cmd_worker(args, settings: Settings, environ) -> int:
+    from core.engine.worker import worker_scope
+    from core.runtime import run_worker_process
 
-    buckets = tuple(dict.fromkeys(parse_bucket(b) for b in args.buckets.split(",") if b.strip()))
-    if not buckets:
-        raise InvalidInput("--buckets needs at least one of high, normal, low")
-    for category in args.category:
-        if category not in settings.categories:
-            raise InvalidInput(f"unknown category {category!r}: use one of {', '.join(settings.categories)}")
-    for phase in args.phase:
-        if phase not in PHASES:
-            raise InvalidInput(f"unknown phase {phase!r}: use one of {', '.join(PHASES)}")
-    if args.concurrency < 1 or args.concurrency > 256:
-        raise InvalidInput("--concurrency must be from 1 to 256")
-    return WorkerScope(buckets, tuple(args.category), tuple(args.phase))
-
-
-def cmd_worker(args, settings, environ) -> int:
-    from core.builtin_tasks import registry_for
-    from core.embedded import resolve_nats_url
-    from core.runtime import check_database
-    from core.worker import Worker
-    from db.engine import Database
-
-    scope = _parse_scope(args, settings)
-    url = resolve_nats_url(settings)
-    if url is None:
-        raise BrokerUnavailable("no broker: set SWITCHYARD_NATS_URL or start `python run.py serve` first")
-    db = Database(settings.resolved_database_url)
-    try:
-        check_database(db)
-    except Exception:
-        db.dispose()
-        raise
-    worker = Worker(
+    scope = worker_scope(settings, args.buckets, args.category, args.phase, args.concurrency)
+    metrics_port = settings.worker_metrics_port if args.metrics_port is None else args.metrics_port
+    run_worker_process(
         settings,
-        db,
-        registry_for(settings),
-        url,
-        scope=scope,
+        scope,
         concurrency=args.concurrency,
         maintenance=not args.no_maintenance,
+        metrics_port=metrics_port,
     )
-
-    metrics_port = settings.worker_metrics_port if args.metrics_port is None else args.metrics_port
-    if not 0 <= metrics_port <= 65535:
-        raise InvalidInput("--metrics-port must be a port number (0: off)")
-    if metrics_port:
-        from prometheus_client import start_http_server
-
-        try:
-            start_http_server(metrics_port, addr=settings.host)
-        except OSError as error:
-            raise InvalidInput(f"--metrics-port {metrics_port}: {error.strerror or error}") from None
-
-    async def run() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, worker.stop)
-        await worker.run()
-
-    try:
-        asyncio.run(run())
-    finally:
-        db.dispose()
     return 0
 
 
-def cmd_serve(args, settings, environ) -> int:
-    from waitress import create_server
+def cmd_serve(args, settings: Settings, environ) -> int:
+    from dashboard.server import serve
 
-    from core.builtin_tasks import registry_for
-    from core.embedded import start_embedded_broker, stop_embedded_broker
-    from core.runtime import Runtime
-    from core.users import ensure_admin
-    from core.worker import Worker, WorkerScope, WorkerThread
-    from dashboard.app import create_app
-    from dashboard.security import check_secret_key
-
-    check_secret_key(settings)  # before anything starts: production needs a strong secret key
-    host = args.host or settings.host
-    port = settings.port if args.port is None else args.port
-    worker_count = args.workers if args.workers is not None else (2 if args.demo else 0)
-    embedded = start_embedded_broker(settings)
-    workers: list[WorkerThread] = []
-    demo = None
-    runtime = None
-    try:
-        runtime = Runtime.open(settings, registry=registry_for(settings), require_broker=True)
-        generated = ensure_admin(runtime.db, environ.get("SWITCHYARD_ADMIN_PASSWORD") or None)
-        if generated:
-            print(f"First start: created user 'admin' with password {generated} (shown once; change it)", flush=True)
-        url = runtime.broker.broker.url
-        for index in range(worker_count):
-            # The first worker is a high-only pool: urgent work never waits behind a long task.
-            scope = (
-                WorkerScope(buckets=(WorkerScope().buckets[0],)) if index == 0 and worker_count > 1 else WorkerScope()
-            )
-            worker = Worker(settings, runtime.db, runtime.registry, url, scope=scope, concurrency=4)
-            workers.append(WorkerThread(worker).start())
-        if args.demo:
-            from core.demo import DemoTraffic
-
-            demo = DemoTraffic(runtime.service).start()
-        app = create_app(settings, runtime)
-        server = create_server(app.server, host=host, port=port, threads=settings.web_threads)
-        signal.signal(signal.SIGTERM, lambda *_: server.close())  # before the URL: a supervisor may stop us at once
-        print(f"Switchyard console: http://{host}:{server.effective_port}/", flush=True)
-        print(f"broker: {url}  database: {runtime.db.describe()}", flush=True)
-        try:
-            server.run()
-        except (KeyboardInterrupt, OSError):
-            pass
-    finally:
-        if demo is not None:
-            demo.stop()
-        for worker_thread in workers:
-            worker_thread.stop()
-        if runtime is not None:
-            runtime.close()
-        stop_embedded_broker(settings, embedded)
+    serve(
+        settings,
+        host=args.host or settings.host,
+        port=settings.port if args.port is None else args.port,
+        worker_count=args.workers if args.workers is not None else (2 if args.demo else 0),
+        demo=args.demo,
+        admin_password=environ.get("SWITCHYARD_ADMIN_PASSWORD") or None,
+    )
     return 0
 
 
-COMMANDS = {
+COMMANDS: dict[str, Callable[..., int]] = {
     "db": cmd_db,
     "serve": cmd_serve,
     "worker": cmd_worker,

@@ -1,12 +1,23 @@
-"""Typed errors. Each message is one line a person can act on; callers print str(error)."""
+"""Typed errors. Each message is one line a person can act on; callers print str(error).
 
+The base and the errors the database raises are defined in db.errors (db imports nothing from
+core); they are re-exported here so every caller imports errors from one place.
+"""
 
-class SwitchyardError(Exception):
-    """Base for every error a user or operator may see."""
+from db.errors import DatabaseUnavailable, InvalidInput, SchemaOutdated, SwitchyardError
 
-
-class InvalidInput(SwitchyardError):
-    pass
+__all__ = [
+    "SwitchyardError",
+    "InvalidInput",
+    "DatabaseUnavailable",
+    "SchemaOutdated",
+    "NotFound",
+    "NotAllowed",
+    "WrongState",
+    "NotAnUpgrade",
+    "Conflict",
+    "BrokerUnavailable",
+]
 
 
 class NotFound(SwitchyardError):
@@ -31,11 +42,3 @@ class Conflict(SwitchyardError):
 
 class BrokerUnavailable(SwitchyardError):
     pass
-
-
-class DatabaseUnavailable(SwitchyardError):
-    pass
-
-
-class SchemaOutdated(SwitchyardError):
-    """The database's schema is not the one this version needs (or there is none yet)."""

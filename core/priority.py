@@ -24,10 +24,6 @@ class Priority(IntEnum):
     def label(self) -> str:
         return PRIORITY_LABELS[self]
 
-    @property
-    def bucket(self) -> "Bucket":
-        return priority_to_bucket(self)
-
 
 PRIORITY_LABELS = {
     Priority.LOWEST: "Lowest",

@@ -1,40 +1,34 @@
-"""Wiring: settings -> database, broker connection, registry, task service."""
+"""Wiring: settings -> database, broker connection, task registry, task service. And the
+database checks every process makes before it starts work."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
+from types import TracebackType
 
-from sqlalchemy import delete, select
-
-from core.broker import BrokerThread
-from core.builtin_tasks import default_registry
-from core.embedded import resolve_nats_url
-from core.errors import BrokerUnavailable, SchemaOutdated
-from core.permissions import ROLE_PERMISSIONS
-from core.registry import TaskRegistry
+from core.auth.permissions import wanted_role_permissions
+from core.broker.embedded import resolve_nats_url
+from core.broker.jetstream import BrokerThread
+from core.engine.worker import Worker, WorkerScope
+from core.errors import BrokerUnavailable, InvalidInput, SchemaOutdated
+from core.observe.metrics import serve_metrics
 from core.settings import Settings
-from core.tasks import TaskService
+from core.tasks.builtin import registry_for
+from core.tasks.registry import TaskRegistry
+from core.tasks.service import TaskService
 from db import migrate
 from db.engine import Database
-from db.models import RolePermission
+from db.queries import users as user_queries
 
 log = logging.getLogger(__name__)
 
 
 def sync_role_permissions(db: Database) -> None:
-    """Make role_permissions hold exactly the table of DESIGN section 2 (core.permissions)."""
-    wanted = _wanted_permissions()
+    """Make role_permissions hold exactly core.auth.permissions.ROLE_PERMISSIONS."""
     with db.session(write=True) as session:
-        have = set(session.execute(select(RolePermission.role, RolePermission.permission)))
-        for role, permission in have - wanted:
-            session.execute(
-                delete(RolePermission).where(RolePermission.role == role, RolePermission.permission == permission)
-            )
-        session.add_all(RolePermission(role=r, permission=p) for r, p in sorted(wanted - have))
-
-
-def _wanted_permissions() -> set[tuple[str, str]]:
-    return {(role.value, perm.value) for role, perms in ROLE_PERMISSIONS.items() for perm in perms}
+        user_queries.replace_role_permissions(session, wanted_role_permissions())
 
 
 def upgrade_database(db: Database) -> tuple[str | None, str]:
@@ -49,9 +43,33 @@ def check_database(db: Database) -> None:
     a schema revision other than this code's head, or role permissions that differ from it."""
     migrate.check_current(db)
     with db.session() as session:
-        have = set(session.execute(select(RolePermission.role, RolePermission.permission)))
-    if have != _wanted_permissions():
+        have = user_queries.role_permission_pairs(session)
+    if have != wanted_role_permissions():
         raise SchemaOutdated(f"the role permissions differ from this version's: run `{migrate.UPGRADE_COMMAND}`")
+
+
+def describe_schema(db: Database) -> str:
+    """`run.py db current`: the revision, and whether it is this version's."""
+    current = migrate.current_revision(db)
+    try:
+        check_database(db)
+        state = "current"
+    except SchemaOutdated:
+        state = f"not current: run `{migrate.UPGRADE_COMMAND}`"
+    return f"{current or 'empty'} ({state}; this version needs {migrate.head_revision()})"
+
+
+def open_database(settings: Settings, *, check: bool = True) -> Database:
+    """The database alone (use it as a context manager); with check, refused unless this
+    version can use it (check_database)."""
+    db = Database(settings.resolved_database_url)
+    if check:
+        try:
+            check_database(db)
+        except Exception:
+            db.dispose()
+            raise
+    return db
 
 
 def prepare_database(db: Database) -> None:
@@ -62,7 +80,8 @@ def prepare_database(db: Database) -> None:
 
 
 class Runtime:
-    """What one process needs to act on tasks synchronously."""
+    """What one process needs to act on tasks synchronously. Use it as a context manager, or
+    close() it."""
 
     def __init__(self, settings: Settings, db: Database, registry: TaskRegistry, broker: BrokerThread | None):
         self.settings = settings
@@ -83,23 +102,18 @@ class Runtime:
         check: bool = True,
     ) -> "Runtime":
         """Connect to the database (and the broker if one is known). With check, a database
-        this version cannot use is refused (check_database).
+        this version cannot use is refused (check_database). The registry defaults to the
+        built-in tasks plus SWITCHYARD_TASK_MODULES.
 
         With require_broker=False a missing or unreachable broker is tolerated: changes are
         committed and the relay publishes them later; `broker_error` says why.
         """
-        db = Database(settings.resolved_database_url)
-        if check:
-            try:
-                check_database(db)
-            except Exception:
-                db.dispose()
-                raise
+        db = open_database(settings, check=check)
         broker, broker_error = _connect_broker(settings) if connect_broker else (None, None)
         if broker is None and require_broker:
             db.dispose()
-            raise BrokerUnavailable(broker_error)
-        runtime = cls(settings, db, registry or default_registry(), broker)
+            raise BrokerUnavailable(broker_error or "broker unavailable")
+        runtime = cls(settings, db, registry or registry_for(settings), broker)
         runtime.broker_error = broker_error
         return runtime
 
@@ -107,6 +121,14 @@ class Runtime:
         if self.broker is not None:
             self.broker.close()
         self.db.dispose()
+
+    def __enter__(self) -> "Runtime":
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
 
 
 def _connect_broker(settings: Settings) -> tuple[BrokerThread | None, str | None]:
@@ -119,3 +141,28 @@ def _connect_broker(settings: Settings) -> tuple[BrokerThread | None, str | None
     except BrokerUnavailable as error:
         candidate.close()
         return None, str(error)
+
+
+def run_worker_process(
+    settings: Settings, scope: WorkerScope, *, concurrency: int, maintenance: bool, metrics_port: int
+) -> None:
+    """Run one worker in this process until SIGINT or SIGTERM."""
+    url = resolve_nats_url(settings)
+    if url is None:
+        raise BrokerUnavailable("no broker: set SWITCHYARD_NATS_URL or start `python run.py serve` first")
+    if not 0 <= metrics_port <= 65535:
+        raise InvalidInput("--metrics-port must be a port number (0: off)")
+    with open_database(settings) as db:
+        worker = Worker(
+            settings, db, registry_for(settings), url, scope=scope, concurrency=concurrency, maintenance=maintenance
+        )
+        if metrics_port:
+            serve_metrics(metrics_port, settings.host)
+
+        async def run() -> None:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, worker.stop)
+            await worker.run()
+
+        asyncio.run(run())

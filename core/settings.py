@@ -6,9 +6,9 @@ No other module reads os.environ; pass a Settings around instead.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 from core.errors import InvalidInput
 from core.priority import DEFAULT_CATEGORIES
@@ -66,15 +66,12 @@ class Settings:
         """Where an embedded nats-server writes its URL, so other processes find it."""
         return self.data_dir / "nats" / "url"
 
-    def with_overrides(self, **changes) -> "Settings":
-        return replace(self, **changes)
-
 
 def _names(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
-_FIELDS = {
+_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "DATA_DIR": ("data_dir", Path),
     "NATS_URL": ("nats_url", str),
     "DATABASE_URL": ("database_url", str),
@@ -127,7 +124,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         try:
             values[attribute] = convert(raw)
         except ValueError:
-            raise InvalidInput(f"{key}={raw!r} is not a valid {convert.__name__}") from None
+            raise InvalidInput(f"{key}={raw!r} is not a valid {getattr(convert, '__name__', 'value')}") from None
     settings = Settings(**values)
     _validate(settings)
     return settings

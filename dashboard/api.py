@@ -1,9 +1,10 @@
 """The HTTP API: JSON under /api/v1, for services and scripts (docs/api.md).
 
-Every request is authenticated by `Authorization: Bearer <token>` (core.api_tokens) and nothing
-else: session cookies are never read here (dashboard/auth.py leaves /api/ to this module), so a
-browser cannot be tricked into acting through the API (no CSRF exposure). Each route calls one
-core.api.TaskApi operation as the token's user; core checks the permission and audits.
+Every request is authenticated by `Authorization: Bearer <token>` (core.auth.tokens) and
+nothing else: session cookies are never read here (dashboard/auth.py leaves /api/ to this
+module), so a browser cannot be tricked into acting through the API (no CSRF exposure). Each
+route makes one core call as the token's user (the same the console makes); core checks the
+permission and audits.
 
 Errors are one JSON line, {"error": "..."}: 400 unreadable body or query, 401 no or bad token,
 403 not allowed, 404 no such task or endpoint, 405 wrong method, 409 wrong state / not an
@@ -19,9 +20,7 @@ import logging
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from core import logs
-from core.api import TaskApi, task_query
-from core.api_tokens import authenticate_token
+from core.auth.tokens import authenticate_token
 from core.errors import (
     BrokerUnavailable,
     Conflict,
@@ -33,8 +32,12 @@ from core.errors import (
     SwitchyardError,
     WrongState,
 )
+from core.observe import logs
+from core.observe.stats import queue_depths
 from core.runtime import Runtime
+from core.tasks import reads
 from dashboard.auth import client_address
+from dashboard.security import API_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -103,15 +106,15 @@ def _allowed_methods(path: str) -> list[str]:
 
 
 def install_api(server: Flask, runtime: Runtime) -> None:
-    api = TaskApi(runtime)
     db = runtime.db
-    bp = Blueprint("api", __name__, url_prefix="/api")
+    service = runtime.service
+    bp = Blueprint("api", __name__, url_prefix=API_PREFIX.rstrip("/"))
 
     def user() -> str:
         return g.api_actor.username
 
     def task(task_id: str):
-        return jsonify(runtime.service.describe_task(task_id))
+        return jsonify(reads.describe_task(db, task_id))
 
     @bp.before_request
     def authenticate():
@@ -142,7 +145,9 @@ def install_api(server: Flask, runtime: Runtime) -> None:
 
     @bp.post("/v1/tasks")
     def dispatch():
-        dispatched = api.dispatch(user(), [_body()], batch=False, address=client_address())
+        dispatched = service.dispatch_tasks_as(
+            reads.dispatch_requests(_body(), batch=False), user(), address=client_address()
+        )
         task_id = dispatched.task_ids[0]
         response = task(task_id)
         response.status_code = 201
@@ -152,7 +157,8 @@ def install_api(server: Flask, runtime: Runtime) -> None:
     @bp.post("/v1/tasks/batch")
     def dispatch_batch():
         body = _body(("tasks",))
-        dispatched = api.dispatch(user(), body.get("tasks"), batch=True, address=client_address())
+        requests = reads.dispatch_requests(body.get("tasks"), batch=True)
+        dispatched = service.dispatch_tasks_as(requests, user(), address=client_address())
         response = jsonify(ids=dispatched.task_ids, publish_pending=dispatched.publish_error is not None)
         response.status_code = 201
         return response
@@ -169,7 +175,7 @@ def install_api(server: Flask, runtime: Runtime) -> None:
                 "offset, limit"
             )
         try:
-            query = task_query(
+            query = reads.task_query(
                 runtime.settings.categories,
                 statuses=args.getlist("status"),
                 buckets=args.getlist("bucket"),
@@ -182,31 +188,41 @@ def install_api(server: Flask, runtime: Runtime) -> None:
             )
         except InvalidInput as error:
             raise Unreadable(str(error)) from None
-        return jsonify(api.list_tasks(user(), query, address=client_address()))
+        page = reads.list_tasks(db, user(), query, address=client_address())
+        return jsonify(
+            tasks=page.rows,
+            total=page.total,
+            count_cap=reads.COUNT_CAP,
+            offset=page.offset,
+            limit=page.limit,
+            next_offset=page.next_offset,
+        )
 
     @bp.get("/v1/tasks/<task_id>")
     def get_task(task_id: str):
-        return jsonify(api.get_task(user(), task_id, address=client_address()))
+        return jsonify(reads.get_task(db, user(), task_id, address=client_address()))
 
     @bp.post("/v1/tasks/<task_id>/upgrade")
     def upgrade(task_id: str):
         body = _body(UPGRADE_FIELDS)
-        api.upgrade(user(), task_id, body.get("action"), body.get("reason"), address=client_address())
+        action = body.get("action") if isinstance(body.get("action"), str) else ""  # a number names no action
+        service.upgrade_task(task_id, action, body.get("reason"), user(), address=client_address())
         return task(task_id)
 
     @bp.post("/v1/tasks/<task_id>/cancel")
     def cancel(task_id: str):
-        api.cancel(user(), task_id, address=client_address())
+        service.cancel_task(task_id, user(), address=client_address())
         return task(task_id)
 
     @bp.post("/v1/tasks/<task_id>/retry")
     def retry(task_id: str):
-        api.retry(user(), task_id, address=client_address())
+        service.retry_task(task_id, user(), address=client_address())
         return task(task_id)
 
     @bp.get("/v1/depths")
     def depths():
-        return jsonify(api.depths(user(), address=client_address()))
+        broker_error = runtime.broker_error
+        return jsonify(queue_depths(db, runtime.broker, user(), broker_error=broker_error, address=client_address()))
 
     # Everything else under /api/ lands here (after authentication), rather than on the
     # console's catch-all page route.

@@ -15,15 +15,16 @@ import dash_bootstrap_components as dbc
 from dash import Input, Output, dcc, html
 from flask import Flask
 
+from core.auth.policy import authorize
+from core.auth.signin import LoginLimits
 from core.errors import NotAllowed
+from core.observe.snapshot import OverviewSnapshot
 from core.runtime import Runtime
-from core.security import LoginLimits, require_permission
 from core.settings import Settings
-from core.snapshot import OverviewSnapshot
 from dashboard.api import install_api
 from dashboard.auth import acting_user_or_none, client_address, csrf_token, install_auth
-from dashboard.callbacks import install_request_checks, page_callbacks, seal
-from dashboard.common import ConsoleContext
+from dashboard.components.common import ConsoleContext
+from dashboard.guard import install_request_checks, page_callbacks, seal
 from dashboard.ops import install_ops
 from dashboard.pages import history, overview, task_detail, tasks, tokens, users
 from dashboard.security import ConsoleDash, check_secret_key, install_security, set_script_hashes
@@ -66,7 +67,7 @@ def create_app(settings: Settings, runtime: Runtime) -> dash.Dash:
         update_title=None,
         suppress_callback_exceptions=True,
         serve_locally=True,
-        enable_mcp=False,  # whatever DASH_MCP_ENABLED says (DESIGN section 8)
+        enable_mcp=False,  # whatever DASH_MCP_ENABLED says (docs/architecture.md, "Dash traps")
     )
     app.layout = lambda: _shell()
 
@@ -83,9 +84,7 @@ def create_app(settings: Settings, runtime: Runtime) -> dash.Dash:
             if page is None:
                 return _message("Not found", f"There is no page at {path[:200]}."), navbar
             try:
-                require_permission(
-                    runtime.db, user, page.PERMISSION, action="view", target=path[:128], address=client_address()
-                )
+                authorize(runtime.db, user, page.PERMISSION, action="view", target=path[:128], address=client_address())
             except NotAllowed:
                 return _message("Not allowed", f"Your role ({user.role.value}) cannot open {page.TITLE}."), navbar
             return page.layout(ctx, user, path), navbar
@@ -95,8 +94,7 @@ def create_app(settings: Settings, runtime: Runtime) -> dash.Dash:
             page.register_callbacks(app, ctx)
     seal(app)
     install_request_checks(app)
-    set_script_hashes(server, app.csp_hashes())  # after the last clientside callback
-    app.console = ctx
+    set_script_hashes(server, list(app.csp_hashes()))  # after the last clientside callback
     return app
 
 

@@ -19,19 +19,18 @@ from urllib.parse import urlparse
 from flask import Flask, Response, abort, redirect, request, session
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 
+from core.auth.permissions import Permission, Role
+from core.auth.sessions import end_session, session_user
+from core.auth.signin import LoginLimits, SignInThrottled, authenticate
 from core.errors import NotAllowed
-from core.permissions import Permission, Role
-from core.security import LoginLimits, SignInThrottled
-from core.users import authenticate, end_session, session_user
-from dashboard.security import audit_refusal, refuse
-from db.engine import Database
+from core.runtime import Database
+from dashboard.security import API_PREFIX, audit_refusal, refuse
 
 CSRF_COOKIE = "_csrf_token"
 CSRF_HEADER = "X-CSRFToken"
 PUBLIC_PREFIXES = ("/login", "/assets/", "/_dash-component-suites/", "/favicon.ico", "/healthz", "/readyz", "/metrics")
-# The HTTP API authenticates every request by bearer token (dashboard/api.py) and never by the
-# session cookie, so neither the sign-in redirect nor CSRF applies to it.
-API_PREFIX = "/api/"
+# The HTTP API (API_PREFIX) authenticates every request by bearer token (dashboard/api.py) and
+# never by the session cookie, so neither the sign-in redirect nor CSRF applies to it.
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ import uuid
 
 from flask import Flask, Response, g, jsonify, request
 
-from core import logs
-from core.health import is_ready, readiness
-from core.metrics import exposition, system_registry
+from core.observe import logs
+from core.observe.health import is_ready, readiness
+from core.observe.metrics import exposition, system_registry
 from core.runtime import check_database
 from core.settings import Settings
 

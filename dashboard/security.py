@@ -30,10 +30,11 @@ from flask_login import current_user
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from core.audit import DENIED, record
+from core.auth.audit import DENIED, record
+from core.auth.permissions import Permission
+from core.auth.sessions import describe_dead_session
+from core.auth.signin import SIGN_IN
 from core.errors import InvalidInput
-from core.permissions import Permission
-from core.security import SIGN_IN, describe_dead_session
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -254,7 +255,9 @@ def install_security(server: Flask, settings: Settings, db) -> None:
     server.session_interface = _SessionCookies()
     if settings.trusted_proxies:
         hops = settings.trusted_proxies
-        server.wsgi_app = ProxyFix(server.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
+        server.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            server.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops
+        )
 
     @server.before_request
     def same_origin_only():

@@ -9,7 +9,6 @@ Unlike `serve`, this starts no broker and creates no first admin: use `run.py us
 
 from __future__ import annotations
 
-from core.builtin_tasks import registry_for
 from core.runtime import Runtime
 from core.settings import load_settings
 from dashboard.app import create_app
@@ -17,7 +16,7 @@ from dashboard.app import create_app
 
 def build():
     settings = load_settings()
-    runtime = Runtime.open(settings, registry=registry_for(settings), require_broker=True)
+    runtime = Runtime.open(settings, require_broker=True)
     return create_app(settings, runtime).server
 
 

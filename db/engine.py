@@ -11,10 +11,21 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DataError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.errors import DatabaseUnavailable, InvalidInput
+from db import dialect
+from db.errors import DatabaseUnavailable, InvalidInput
 from db.models import Base
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 15.0
+
+# What core holds while it works in a transaction and hands to db.queries, without importing
+# SQLAlchemy itself: a session (`Database.session`) or a Core connection (`Database.connect`).
+Transaction = Session
+__all__ = ["Database", "Transaction", "Connection", "SQLITE_BUSY_TIMEOUT_SECONDS", "rows_changed"]
+
+
+def rows_changed(result: object) -> int:
+    """How many rows an UPDATE or DELETE changed (a compare-and-set won if it is 1)."""
+    return int(getattr(result, "rowcount"))
 
 
 class Database:
@@ -33,7 +44,8 @@ class Database:
                 Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
             # How long a writer waits for another's lock before "database is locked":
             # `?timeout=SECONDS` in the URL, as sqlite3.connect takes it.
-            busy_seconds = float(self.url.query.get("timeout", SQLITE_BUSY_TIMEOUT_SECONDS))
+            timeout = self.url.query.get("timeout", str(SQLITE_BUSY_TIMEOUT_SECONDS))
+            busy_seconds = float(timeout if isinstance(timeout, str) else timeout[0])
             self.engine = create_engine(
                 self.url, echo=echo, pool_size=20, max_overflow=20, connect_args={"timeout": busy_seconds}
             )
@@ -90,25 +102,32 @@ class Database:
         except DataError as error:
             raise InvalidInput(_refused_value(error)) from error
 
+    def ping(self) -> None:
+        """One `SELECT 1`: DatabaseUnavailable unless the database answers."""
+        with self.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+
     def refresh_statistics(self) -> None:
-        """Let the query planner see the data: SQLite never gathers statistics by itself (it
-        needs them to choose the partial indexes); PostgreSQL's autovacuum does."""
-        if not self.is_sqlite:
-            return
-        with self.connect(write=True) as connection:
-            connection.exec_driver_sql("PRAGMA analysis_limit=1000")  # a sample: quick at any size
-            connection.exec_driver_sql("PRAGMA optimize=0x10002")
+        """Let the query planner see the data (db.dialect.refresh_statistics)."""
+        if self.is_sqlite:
+            with self.connect(write=True) as connection:
+                dialect.refresh_statistics(connection)
 
     def drop_schema(self) -> None:
         """Everything Switchyard made here (tests and benchmarks start from nothing)."""
         Base.metadata.drop_all(self.engine)
         with self.engine.begin() as connection:
             connection.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
-            if not self.is_sqlite:
-                connection.exec_driver_sql("DROP FUNCTION IF EXISTS switchyard_history_started()")
+            dialect.drop_extras(connection)
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    def __enter__(self) -> "Database":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.dispose()
 
     def describe(self) -> str:
         return self.url.render_as_string(hide_password=True)

@@ -15,8 +15,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from core.errors import SchemaOutdated
 from db.engine import Database
+from db.errors import SchemaOutdated
 from db.models import Base
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -31,7 +31,9 @@ def _config(connection=None) -> Config:
 
 
 def head_revision() -> str:
-    return ScriptDirectory.from_config(_config()).get_current_head()
+    head = ScriptDirectory.from_config(_config()).get_current_head()
+    assert head is not None, "db/migrations has no revision"
+    return head
 
 
 def current_revision(db: Database) -> str | None:

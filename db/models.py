@@ -101,7 +101,7 @@ class Task(Base):
     correlation_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
-    # Requeue bookkeeping (DESIGN section 4): every requeue bumps generation; the message
+    # Requeue bookkeeping (docs/architecture.md, "The invariants"): every requeue bumps generation; the message
     # for generation G carries Nats-Msg-Id "{id}:{G}". publish_due_at is the outbox marker:
     # set while the current generation still has to be published, cleared once it is.
     generation: Mapped[int] = mapped_column(Integer, default=1)

@@ -16,18 +16,19 @@ import plotly.io as pio
 from dash import Input, Output, State, dcc, html
 from dash.exceptions import PreventUpdate
 
-from core import history as core_history
+from core.auth.permissions import Permission
 from core.errors import SwitchyardError
-from core.permissions import Permission
+from core.observe import history as core_history
 from core.priority import PHASES, UpgradeAction
-from dashboard.common import acting_user
+from core.timefmt import chart_time
+from dashboard.components.common import acting_user
 
 PATH = "/history"
 TITLE = "History"
 PERMISSION = Permission.VIEW_HISTORY
 
 TABLE_LIMIT = core_history.TABLE_LIMIT
-EXPORT_LIMIT = 250_000
+EXPORT_LIMIT = core_history.EXPORT_LIMIT
 DEFAULT_DAYS = 7
 ACTION_COLORS = {"prioritize": "#0d6efd", "urgent": "#fd7e14", "critical": "#dc3545"}
 ACTIONS = [a.value for a in UpgradeAction]
@@ -322,8 +323,7 @@ def _over_time_figure(data) -> dict:
                 {
                     "type": "bar",
                     "name": action,
-                    # Naive UTC text: plotly.js does not read offsets.
-                    "x": [p["at"].strftime("%Y-%m-%d %H:%M:%S") for p in mine],
+                    "x": [chart_time(p["at"]) for p in mine],
                     "y": [p["count"] for p in mine],
                     "marker": {"color": ACTION_COLORS.get(action)},
                 }

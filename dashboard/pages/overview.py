@@ -4,14 +4,15 @@ shared snapshot."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import dash_bootstrap_components as dbc
 from dash import Input, Output, dcc, html
 
-from core.permissions import Permission
+from core.auth.permissions import Permission
 from core.priority import BUCKETS_IN_ORDER, PHASES
-from dashboard.common import acting_user
+from core.timefmt import chart_time
+from dashboard.components.common import acting_user
 
 PATH = "/"
 TITLE = "Overview"
@@ -156,17 +157,12 @@ def _matrix(snapshot):
     return dbc.Table([html.Thead(header), html.Tbody(rows)], size="sm", className="matrix mb-0", id="queue-matrix")
 
 
-def _axis_time(value: str) -> str:
-    """Naive UTC text for a date axis (plotly.js does not read offsets)."""
-    return datetime.fromisoformat(value).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def _throughput(snapshot):
     data = snapshot.get("throughput")
     if not data:  # the database was unreachable: still show the hour, empty
         end = datetime.fromisoformat(snapshot["taken_at"])
         data = {"start": (end - timedelta(hours=1)).isoformat(), "end": end.isoformat(), "minutes": []}
-    centres = [_axis_time((datetime.fromisoformat(m) + timedelta(seconds=30)).isoformat()) for m in data["minutes"]]
+    centres = [chart_time(datetime.fromisoformat(m) + timedelta(seconds=30)) for m in data["minutes"]]
     bars, peak = [], 0
     for status, color in (("succeeded", "#198754"), ("failed", "#dc3545")):
         counts = data.get(status, [])
@@ -177,7 +173,7 @@ def _throughput(snapshot):
         )  # fmt: skip
     # A plain dict: a go.Figure (validation, a copy of the default template) cost more than the
     # rest of the refresh, which every open browser runs every 2 s.
-    hour = [_axis_time(data["start"]), _axis_time(data["end"])]
+    hour = [chart_time(data["start"]), chart_time(data["end"])]
     return {
         "data": bars,
         "layout": {

@@ -1,6 +1,6 @@
 """One task: arguments, timeline, error, result, its pipeline (correlation id), its priority
-history, and the actions the signed-in user may take (same reason dialog and alert as the
-Tasks page: `tasks.action_controls()`, confirmed by the callbacks registered there).
+history, and the actions the signed-in user may take (the shared task-actions component: the
+same reason dialog and alert as the Tasks page).
 
 Everything a user or a task supplied (arguments, errors, results, reasons, names) is rendered
 as text children: Dash escapes them.
@@ -17,12 +17,12 @@ from dash import ALL, Input, Output, State, dcc, html
 from dash import ctx as dash_ctx
 from dash.exceptions import PreventUpdate
 
+from core.auth.permissions import Permission
 from core.errors import SwitchyardError
-from core.permissions import Permission
 from core.priority import Priority
-from dashboard.common import acting_user, address
-from dashboard.pages import tasks as tasks_page
-from db.queries import iso, tasks_with_correlation
+from core.tasks import reads
+from dashboard.components import task_actions
+from dashboard.components.common import acting_user, address
 
 PATH = "/tasks/"
 TITLE = "Task"
@@ -43,7 +43,7 @@ def layout(ctx, user, path):
         [
             dcc.Link("← All tasks", href="/tasks", className="small", id="task-back"),
             dcc.Store(id="task-detail-id", data=task_id),
-            tasks_page.action_controls(),
+            task_actions.action_controls(),
             html.Div(render_detail(ctx, user, task_id), id="task-detail-body"),
         ]
     )
@@ -52,9 +52,9 @@ def layout(ctx, user, path):
 # -- rendering -------------------------------------------------------------------------------
 
 
-def render_detail(ctx, user, task_id: str):
+def render_detail(ctx, user, task_id: str, *, client: str | None = None):
     try:
-        task = ctx.service.describe_task(task_id)
+        task = reads.get_task(ctx.db, user, task_id, address=client, related=True)
     except SwitchyardError as error:
         return dbc.Alert(
             [html.H2("Task not found", className="h5"), html.P(str(error), className="mb-0")],
@@ -62,11 +62,7 @@ def render_detail(ctx, user, task_id: str):
             id="task-not-found",
             className="mt-3",
         )
-    related: list[dict[str, Any]] = []
-    if task.get("correlation_id"):
-        with ctx.db.session() as session:
-            related = tasks_with_correlation(session, task["correlation_id"])
-    actions = tasks_page.allowed_actions(task["status"], task["priority"], user.permissions)
+    actions = reads.allowed_actions(task["status"], task["priority"], user.permissions)
     return html.Div(
         [
             html.H1([html.Span(task["name"], id="task-name"), " ", _status_badge(task["status"])], className="h4 mt-2"),
@@ -90,7 +86,7 @@ def render_detail(ctx, user, task_id: str):
             ),
             _card(
                 f"Correlation id {task['correlation_id']}" if task["correlation_id"] else "Correlation id",
-                _related_table(task["id"], related),
+                _related_table(task["related"]),
             ),
             _card("Priority history", _history_table(task["priority_history"])),
         ]
@@ -100,11 +96,11 @@ def render_detail(ctx, user, task_id: str):
 def action_buttons(task_id: str, actions: list[str]):
     buttons = [
         html.Button(
-            tasks_page.ACTION_LABELS[action],
+            task_actions.ACTION_LABELS[action],
             id={"type": "task-action", "action": action, "task": task_id},
             className=f"btn btn-sm btn-outline-primary me-2 task-action action-{action}",
             type="button",
-            **{"data-task-id": task_id, "data-action": action},
+            **{"data-task-id": task_id, "data-action": action},  # type: ignore[arg-type]
         )
         for action in actions
     ]
@@ -153,8 +149,7 @@ def _summary_card(task: dict[str, Any]):
     return _card("Timeline", dbc.Table(html.Tbody(rows), size="sm", className="mb-0", id="task-timeline"))
 
 
-def _related_table(task_id: str, related: list[dict[str, Any]]):
-    others = [r for r in related if r["id"] != task_id]
+def _related_table(others: list[dict[str, Any]]):
     if not others:
         return html.P("No other task shares this correlation id.", className="text-muted mb-0", id="task-related")
     rows = [
@@ -165,7 +160,7 @@ def _related_table(task_id: str, related: list[dict[str, Any]]):
                 html.Td(f"{r['category']} · {r['phase']}"),
                 html.Td(r["status"]),
                 html.Td(r["priority"]),
-                html.Td(iso(r["created_at"])),
+                html.Td(r["created_at"]),
             ]
         )
         for r in others
@@ -201,28 +196,28 @@ def clicked_action(triggered_id: Any, triggered_value: Any) -> tuple[str, str] |
     if not triggered_value or not isinstance(triggered_id, dict):
         return None
     task_id, action = triggered_id.get("task"), triggered_id.get("action")
-    if not isinstance(task_id, str) or action not in tasks_page.ACTIONS:
+    if not isinstance(task_id, str) or action not in reads.ACTIONS:
         return None
     return task_id, action
 
 
 def register_callbacks(app, ctx) -> None:
-    serializer = tasks_page.signer(app.server.secret_key)
+    serializer = task_actions.signer(app.server.secret_key)
 
     @app.callback(
-        *tasks_page.SHARED_OUTPUTS,
+        *task_actions.SHARED_OUTPUTS,
         Input({"type": "task-action", "action": ALL, "task": ALL}, "n_clicks"),
         prevent_initial_call=True,
     )
     def button_action(_clicks):
-        # Re-rendering the buttons fires this with n_clicks None (DESIGN section 8): only a
-        # truthy triggering value is a click.
+        # Re-rendering the buttons fires this with n_clicks None (docs/architecture.md, "Dash
+        # traps"): only a truthy triggering value is a click.
         triggered = dash_ctx.triggered[0] if dash_ctx.triggered else {}
         clicked = clicked_action(dash_ctx.triggered_id, triggered.get("value"))
         if clicked is None:
             raise PreventUpdate
         task_id, action = clicked
-        return tasks_page.request_action(ctx, serializer, acting_user(), task_id, action, client=address())
+        return task_actions.request_action(ctx, serializer, acting_user(), task_id, action, client=address())
 
     @app.callback(
         Output("task-detail-body", "children"),
@@ -233,4 +228,4 @@ def register_callbacks(app, ctx) -> None:
     def refresh(done, task_id):
         if not done or not isinstance(task_id, str):
             raise PreventUpdate
-        return render_detail(ctx, acting_user(), task_id)
+        return render_detail(ctx, acting_user(), task_id, client=address())

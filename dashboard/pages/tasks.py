@@ -1,38 +1,27 @@
 """Tasks: every task in an AG Grid (infinite row model over the database), filters above it,
 and per-row actions (Prioritize / Urgent / Critical / Cancel / Retry).
 
-The actions a row offers are computed here from its status and the signed-in user's
-permissions; core checks the permission again on every call (DESIGN section 2), so the
-buttons are a convenience, never the check.
-
-The reason dialog, the pending-action store and the result alert are shared with the task
-page (`action_controls()`); the callbacks that confirm an action live here and are registered
-once per app. A pending upgrade is held in the browser as a token signed with the app's
-secret key and bound to the user who opened it, so a forged or replayed confirmation for
-another task, action or user is refused before core is even asked.
+Rows come from core.tasks.reads.list_tasks as the signed-in user; the actions a row offers are
+computed there from its status and the user's permissions, and core checks the permission
+again on every call, so the buttons are a convenience, never the check. The reason dialog,
+the pending-action store and the result alert are the shared task-actions component.
 """
 
 from __future__ import annotations
 
-import time
-from typing import Any, Iterable
+from typing import Any
 
 import dash_ag_grid as dag
 import dash_bootstrap_components as dbc
-from dash import ALL, Input, Output, State, dcc, html, no_update
-from dash import ctx as dash_ctx
+from dash import Input, Output, State, dcc, html
 from dash.exceptions import PreventUpdate
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
-from core.api import task_summary
-from core.audit import DENIED, REFUSED, record
-from core.errors import InvalidInput, SwitchyardError
-from core.permissions import CANCEL_PERMISSION, RETRY_PERMISSION, UPGRADE_PERMISSIONS, Permission
-from core.priority import BUCKETS_IN_ORDER, PHASES, UpgradeAction
-from core.users import authorize
-from dashboard.common import acting_user, address, run_action
-from db.models import TaskStatus
-from db.queries import COUNT_CAP, TaskFilters, list_tasks
+from core.auth.permissions import Permission
+from core.priority import BUCKETS_IN_ORDER, PHASES
+from core.tasks import reads
+from core.tasks.reads import COUNT_CAP, TaskFilters, TaskQuery, TaskStatus
+from dashboard.components import task_actions
+from dashboard.components.common import acting_user, address
 
 PATH = "/tasks"
 TITLE = "Tasks"
@@ -42,16 +31,6 @@ GRID_ID = "tasks-grid"
 PAGE_SIZE = 100
 MAX_BLOCK = 1000  # rows one request may ask for, whatever the browser says
 MAX_OFFSET = 10**9
-UPGRADES = tuple(a.value for a in UpgradeAction)  # prioritize, urgent, critical
-ACTIONS = UPGRADES + ("cancel", "retry")
-ACTION_LABELS = {
-    "prioritize": "Prioritize",
-    "urgent": "Urgent",
-    "critical": "Critical",
-    "cancel": "Cancel",
-    "retry": "Retry",
-}
-PENDING_MAX_AGE = 600  # seconds a reason dialog stays valid
 FILTERS = [
     ("tasks-filter-status", "Status"),
     ("tasks-filter-bucket", "Bucket"),
@@ -64,36 +43,19 @@ def matches(path: str) -> bool:
     return path == PATH
 
 
-# -- what a user may do to a task -----------------------------------------------------------
+def grid_row(row: dict[str, Any], permissions) -> dict[str, Any]:
+    return {**row, "actions": reads.allowed_actions(row["status"], row["priority"], permissions)}
 
 
-def allowed_actions(status: str, priority: int, permissions: Iterable[Permission]) -> list[str]:
-    """The actions to offer on one task: only those the role has and that would do something."""
-    permissions = frozenset(permissions)
-    actions: list[str] = []
-    if status == TaskStatus.QUEUED:
-        for upgrade in UpgradeAction:
-            if UPGRADE_PERMISSIONS[upgrade] in permissions and int(upgrade.target) > int(priority):
-                actions.append(upgrade.value)
-        if CANCEL_PERMISSION in permissions:
-            actions.append("cancel")
-    elif status == TaskStatus.FAILED and RETRY_PERMISSION in permissions:
-        actions.append("retry")
-    return actions
-
-
-def grid_row(row: dict[str, Any], permissions: Iterable[Permission]) -> dict[str, Any]:
-    return {**task_summary(row), "actions": allowed_actions(row["status"], row["priority"], permissions)}
-
-
-def fetch_rows(ctx, user, request: dict | None, filters: TaskFilters) -> dict[str, Any]:
+def fetch_rows(ctx, user, request: dict | None, filters: TaskFilters, *, client: str | None = None) -> dict[str, Any]:
     """The grid's getRowsResponse for one getRowsRequest."""
     request = request if isinstance(request, dict) else {}
     start = min(_int(request.get("startRow"), 0), MAX_OFFSET)
     end = min(_int(request.get("endRow"), start + PAGE_SIZE), start + MAX_BLOCK)
-    with ctx.db.session() as session:
-        rows, total = list_tasks(session, filters, request.get("sortModel"), start, end)
-    return {"rowData": [grid_row(r, user.permissions) for r in rows], "rowCount": -1 if total is None else total}
+    query = TaskQuery(filters, request.get("sortModel"), start, max(end - start, 0))
+    page = reads.list_tasks(ctx.db, user, query, address=client)
+    total = page.total
+    return {"rowData": [grid_row(r, user.permissions) for r in page.rows], "rowCount": -1 if total is None else total}
 
 
 def _int(value: Any, default: int) -> int:
@@ -101,175 +63,6 @@ def _int(value: Any, default: int) -> int:
         return max(int(value), 0)
     except (TypeError, ValueError, OverflowError):
         return default
-
-
-# -- performing actions ----------------------------------------------------------------------
-
-
-def perform_action(ctx, user, task_id: Any, action: Any, reason: Any = None, *, client: str | None = None):
-    """Ask core to do it as `user`; a dbc.Alert saying what happened or why not."""
-    action = action if isinstance(action, str) else ""
-    task_id = task_id if isinstance(task_id, str) else ""
-    service = ctx.service
-
-    def call():
-        if action in UPGRADES:
-            return service.upgrade_task(
-                task_id, action, reason if isinstance(reason, str) else "", user.username, address=client
-            )
-        if action == "cancel":
-            return service.cancel_task(task_id, user.username, address=client)
-        if action == "retry":
-            return service.retry_task(task_id, user.username, address=client)
-        raise InvalidInput(f"unknown action {action[:16]!r}")
-
-    def success(result) -> str:
-        if action in UPGRADES:
-            return result.describe()
-        if action == "cancel":
-            return f"task {task_id} cancelled"
-        return f"task {task_id} queued again for a fresh set of attempts"
-
-    return run_action(call, success)
-
-
-def signer(secret_key: str) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(secret_key, salt="switchyard.task-action")
-
-
-def sign_pending(serializer, user, task_id: str, action: str) -> str:
-    return serializer.dumps({"user": user.username, "task": task_id, "action": action})
-
-
-def check_pending(serializer, user, token: Any) -> tuple[tuple[str, str] | None, tuple[str, str, Any, str] | None]:
-    """((task_id, action), None) if the token is ours, recent and was issued to this user;
-    else (None, (outcome, action, target, detail)): the refusal to write to the audit log.
-
-    Only the reason dialog sends a token, and only the one it was given: anything else (no
-    token, a tampered one, another user's) is a forged or replayed request, denied."""
-
-    def denied(detail: str, action: Any = None, target: Any = None):
-        return None, (DENIED, action if action in UPGRADES else "upgrade", target, detail)
-
-    if not isinstance(token, str) or not token:
-        return denied("confirmation without a pending dialog")
-    try:
-        data = serializer.loads(token, max_age=PENDING_MAX_AGE)
-    except SignatureExpired:
-        return None, (REFUSED, "upgrade", None, f"confirmation older than {PENDING_MAX_AGE} s")
-    except BadSignature:
-        return denied("confirmation token forged or altered")
-    if not isinstance(data, dict):
-        return denied("confirmation token malformed")
-    task_id, action, owner = data.get("task"), data.get("action"), data.get("user")
-    target = task_id if isinstance(task_id, str) else None
-    if owner != user.username:
-        return denied(f"confirmation issued to {str(owner)[:64]!r} replayed by {user.username!r}", action, target)
-    if target is None or action not in UPGRADES:
-        return denied("confirmation token malformed", action, target)
-    return (task_id, action), None
-
-
-def _closed(reason_value=no_update):
-    """Outputs of the shared action callbacks when nothing else changes: modal closed."""
-    return False, None, no_update, reason_value, no_update, no_update
-
-
-def request_action(ctx, serializer, user, task_id: Any, action: Any, *, client: str | None = None):
-    """A click on an action button. Upgrades open the reason dialog; Cancel and Retry act now.
-
-    Returns the shared outputs: (modal open, pending token, modal text, reason value, alert, done).
-    """
-    if not isinstance(task_id, str) or not task_id or action not in ACTIONS:
-        raise PreventUpdate
-    if action in UPGRADES:
-        upgrade = UpgradeAction(action)
-        try:  # no dialog for an upgrade the role may not make (core audits the denial)
-            authorize(
-                ctx.db, user.username, UPGRADE_PERMISSIONS[upgrade], action=action, target=task_id[:64], address=client
-            )
-        except SwitchyardError as error:
-            alert = dbc.Alert(str(error), color="danger", dismissable=True, className="action-result")
-            return False, None, no_update, no_update, alert, no_update
-        target = upgrade.target
-        text = [
-            html.Span(f"{ACTION_LABELS[action]} task "),
-            html.Code(task_id),
-            html.Span(f": raise it to {int(target)} ({target.label}). Why?"),
-        ]
-        return True, sign_pending(serializer, user, task_id, action), text, "", no_update, no_update
-    alert = perform_action(ctx, user, task_id, action, client=client)
-    return False, None, no_update, no_update, alert, time.time_ns()
-
-
-def confirm_action(ctx, serializer, user, token: Any, reason: Any, *, client: str | None = None):
-    """The reason dialog's Confirm: run the pending upgrade, if the token is valid for this user."""
-    pending, refusal = check_pending(serializer, user, token)
-    if pending is None:
-        outcome, action, target, detail = refusal
-        record(
-            ctx.db, actor=user.username, action=action, target=target, outcome=outcome, detail=detail, address=client
-        )
-        text = (
-            "Not allowed: this confirmation was not issued to you. The attempt is in the audit log."
-            if outcome == DENIED
-            else "This confirmation is no longer valid: click the action again."
-        )
-        alert = dbc.Alert(text, color="danger", dismissable=True, className="action-result")
-        return False, None, no_update, "", alert, no_update
-    task_id, action = pending
-    if not isinstance(reason, str) or not reason.strip():
-        alert = dbc.Alert("An upgrade needs a reason.", color="warning", dismissable=True, className="action-result")
-        return True, no_update, no_update, no_update, alert, no_update
-    alert = perform_action(ctx, user, task_id, action, reason, client=client)
-    return False, None, no_update, "", alert, time.time_ns()
-
-
-def action_controls() -> html.Div:
-    """The reason dialog, the pending store, the result alert and the "something changed" store."""
-    return html.Div(
-        [
-            dcc.Store(id="task-action-pending"),
-            dcc.Store(id="task-action-done"),
-            dcc.Store(id="task-action-sink"),
-            html.Div(id="task-action-result"),
-            dbc.Modal(
-                [
-                    dbc.ModalHeader(dbc.ModalTitle("Give a reason")),
-                    dbc.ModalBody(
-                        [
-                            html.P(id="reason-modal-text"),
-                            dbc.Textarea(
-                                id="reason-input",
-                                placeholder="Why does this task need to go first? (kept in the priority history)",
-                                maxLength=500,
-                                rows=3,
-                            ),
-                        ]
-                    ),
-                    dbc.ModalFooter(
-                        [
-                            dbc.Button("Cancel", id="reason-cancel", color="secondary", outline=True),
-                            dbc.Button("Confirm", id="reason-confirm", color="primary"),
-                        ]
-                    ),
-                ],
-                id="reason-modal",
-                is_open=False,
-                backdrop="static",
-            ),
-        ]
-    )
-
-
-SHARED_OUTPUTS = [
-    Output("reason-modal", "is_open", allow_duplicate=True),
-    Output("task-action-pending", "data", allow_duplicate=True),
-    Output("reason-modal-text", "children", allow_duplicate=True),
-    Output("reason-input", "value", allow_duplicate=True),
-    Output("task-action-result", "children", allow_duplicate=True),
-    Output("task-action-done", "data", allow_duplicate=True),
-]
 
 
 # -- layout ----------------------------------------------------------------------------------
@@ -356,7 +149,7 @@ def layout(ctx, user, path):
             html.H1("Tasks", className="h4 mb-3"),
             dbc.Row(controls, className="g-2 mb-2", id="tasks-filters"),
             html.Div(id="tasks-count", className="text-muted small mb-1"),
-            action_controls(),
+            task_actions.action_controls(),
             dcc.Store(id="tasks-grid-sink"),
             dag.AgGrid(
                 id=GRID_ID,
@@ -383,7 +176,10 @@ def layout(ctx, user, path):
 
 
 def register_callbacks(app, ctx) -> None:
-    serializer = signer(app.server.secret_key)
+    # The shared dialog's own callbacks, once per app, under this page's permission (both task
+    # pages show it; its confirmations are named tasks.reason_dialog in audit rows).
+    task_actions.register_callbacks(app, ctx)
+    serializer = task_actions.signer(app.server.secret_key)
 
     @app.callback(
         Output(GRID_ID, "getRowsResponse"),
@@ -401,7 +197,7 @@ def register_callbacks(app, ctx) -> None:
             raise PreventUpdate
         user = acting_user()
         filters = TaskFilters.from_inputs(statuses, buckets, categories, phases, text)
-        response = fetch_rows(ctx, user, request, filters)
+        response = fetch_rows(ctx, user, request, filters, client=address())
         count = response["rowCount"]
         words = f"{count:,} matching" if count >= 0 else f"more than {COUNT_CAP:,} matching"
         return response, words
@@ -432,34 +228,12 @@ def register_callbacks(app, ctx) -> None:
         prevent_initial_call=True,
     )
 
-    @app.callback(*SHARED_OUTPUTS, Input(GRID_ID, "cellRendererData"), prevent_initial_call=True)
+    @app.callback(*task_actions.SHARED_OUTPUTS, Input(GRID_ID, "cellRendererData"), prevent_initial_call=True)
     def grid_action(data):
-        # Guard on the triggering value (DESIGN section 8): a re-render carries no click.
+        # Guard on the triggering value: a re-render carries no click (docs/architecture.md, "Dash traps").
         value = (data or {}).get("value") if isinstance(data, dict) else None
         if not isinstance(value, dict) or not value.get("nonce"):
             raise PreventUpdate
-        return request_action(
+        return task_actions.request_action(
             ctx, serializer, acting_user(), value.get("task_id"), value.get("action"), client=address()
         )
-
-    @app.callback(
-        *SHARED_OUTPUTS,
-        Input("reason-confirm", "n_clicks"),
-        Input("reason-cancel", "n_clicks"),
-        State("task-action-pending", "data"),
-        State("reason-input", "value"),
-        prevent_initial_call=True,
-    )
-    def reason_dialog(confirm_clicks, cancel_clicks, token, reason):
-        trigger = dash_ctx.triggered_id
-        user = acting_user()
-        if trigger == "reason-cancel" and cancel_clicks:
-            return _closed("")
-        if trigger == "reason-confirm" and confirm_clicks:
-            return confirm_action(ctx, serializer, user, token, reason, client=address())
-        raise PreventUpdate
-
-
-def detail_action_input():
-    """The task page's action buttons (pattern ids), for its own click callback."""
-    return Input({"type": "task-action", "action": ALL, "task": ALL}, "n_clicks")

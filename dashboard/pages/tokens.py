@@ -1,11 +1,11 @@
 """API tokens: every user sees, creates and revokes their own; an admin (manage_users) sees
 everyone's and can create or revoke one for anybody.
 
-Everything goes through core.api_tokens as the signed-in user, which checks ownership or
+Everything goes through core.auth.tokens as the signed-in user, which checks ownership or
 manage_users and audits; what this page shows or hides is never the check. A new token's
 secret appears once, in the result alert, and is kept nowhere else (only its hash is stored).
 Revoke acts on the token chosen in one dropdown ("token-target"), so re-rendering the list
-can never fire it (DESIGN section 8); both action callbacks guard on the clicked button's
+can never fire it (docs/architecture.md, "Dash traps"); both action callbacks guard on the clicked button's
 n_clicks.
 
 Element ids for browser tests:
@@ -15,16 +15,16 @@ Element ids for browser tests:
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import dash_bootstrap_components as dbc
 from dash import Input, Output, State, callback_context, dcc, html
 from dash.exceptions import PreventUpdate
 
-from core import api_tokens, user_admin
+from core.auth import tokens as api_tokens
+from core.auth import user_admin
+from core.auth.permissions import Permission
 from core.errors import SwitchyardError
-from core.permissions import Permission
-from dashboard.common import acting_user, address, next_refresh
+from core.timefmt import minute_text
+from dashboard.components.common import acting_user, address, next_refresh
 
 PATH = "/tokens"
 TITLE = "API tokens"
@@ -38,10 +38,6 @@ def matches(path: str) -> bool:
     return path == PATH
 
 
-def _when(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "never"
-
-
 def _table(tokens, show_owner: bool) -> dbc.Table:
     headers = (["user"] if show_owner else []) + ["name", "prefix", "created", "by", "last used", "status"]
     rows = []
@@ -50,11 +46,12 @@ def _table(tokens, show_owner: bool) -> dbc.Table:
         cells += [
             html.Td(t.name),  # plain text: Dash escapes it
             html.Td(html.Code(t.prefix + "…")),
-            html.Td(_when(t.created_at)),
+            html.Td(minute_text(t.created_at)),
             html.Td(t.created_by),
-            html.Td(_when(t.last_used_at)),
+            html.Td(minute_text(t.last_used_at)),
             html.Td(
-                "active" if t.active else f"revoked {_when(t.revoked_at)}", className="" if t.active else "text-muted"
+                "active" if t.active else f"revoked {minute_text(t.revoked_at)}",
+                className="" if t.active else "text-muted",
             ),
         ]
         rows.append(html.Tr(cells, **{"data-prefix": t.prefix}))

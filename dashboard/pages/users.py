@@ -2,7 +2,7 @@
 
 Every action goes through core.user_admin as the signed-in user; the page hiding itself from
 other roles is never the check. The per-user controls act on the user chosen in one dropdown
-("target-user"), so re-rendering the list can never fire an action (DESIGN section 8); all
+("target-user"), so re-rendering the list can never fire an action (docs/architecture.md, "Dash traps"); all
 action callbacks use prevent_initial_call and guard on the clicked button's n_clicks.
 
 Element ids for browser tests:
@@ -13,16 +13,15 @@ Element ids for browser tests:
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import dash_bootstrap_components as dbc
 from dash import Input, Output, State, callback_context, dcc, html
 from dash.exceptions import PreventUpdate
 
-from core import user_admin
+from core.auth import user_admin
+from core.auth.permissions import Permission, Role
 from core.errors import SwitchyardError
-from core.permissions import Permission, Role
-from dashboard.common import acting_user, address, next_refresh, run_action
+from core.timefmt import minute_text
+from dashboard.components.common import acting_user, address, next_refresh, run_action
 
 PATH = "/users"
 TITLE = "Users"
@@ -34,10 +33,6 @@ ACTION_BUTTONS = ("create-user", "change-role", "toggle-active", "reset-password
 
 def matches(path: str) -> bool:
     return path == PATH
-
-
-def _when(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "never"
 
 
 def _users_data(users) -> list[dict]:
@@ -52,8 +47,8 @@ def _table(users) -> dbc.Table:
                 html.Td(u.username),  # plain text: Dash escapes it
                 html.Td(u.role),
                 html.Td("yes" if u.active else "disabled", className="" if u.active else "text-danger"),
-                html.Td(_when(u.created_at)),
-                html.Td(_when(u.last_login_at)),
+                html.Td(minute_text(u.created_at)),
+                html.Td(minute_text(u.last_login_at)),
             ],
             **{"data-username": u.username},
         )

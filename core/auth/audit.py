@@ -1,0 +1,104 @@
+"""The audit log: one row per action, denial, sign-in and user change.
+
+Every operation a person performs runs through `run_audited`: a success is written by the
+operation in its own transaction; a refusal (wrong state, bad input, not found) is written
+afterwards as `refused`; a denial as `denied`, by `authorize` where it is decided (or, when it
+was decided inside a transaction that rolled back, here).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, TypeVar
+
+from core.errors import DatabaseUnavailable, NotAllowed, SwitchyardError
+from db.engine import Database, Transaction
+from db.models import utcnow
+from db.queries import audit as audit_queries
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+OK = "ok"
+DENIED = "denied"
+REFUSED = "refused"
+
+
+class Denied(NotAllowed):
+    """A denial decided inside a transaction, which rolls back: `run_audited` records it."""
+
+
+def audit(
+    session: Transaction,
+    *,
+    actor: str | None,
+    action: str,
+    target: str | None = None,
+    outcome: str = OK,
+    detail: str | None = None,
+    address: str | None = None,
+) -> None:
+    audit_queries.add_entry(
+        session,
+        at=utcnow(),
+        actor=storable(actor, 64) if actor else None,
+        action=action[:32],
+        target=None if target is None else storable(target, 128),
+        outcome=outcome,
+        detail=None if detail is None else storable(detail, 2000),
+        address=address,
+    )
+
+
+def storable(value: object, limit: int) -> str:
+    """A (possibly hostile) value as text every database stores: PostgreSQL refuses NUL bytes."""
+    return str(value).replace("\x00", "\N{REPLACEMENT CHARACTER}")[:limit]
+
+
+def audit_name(value: object) -> str:
+    """A bounded form of a (possibly hostile) user or token name for messages and audit rows."""
+    return storable(value, 64) if value is not None else ""
+
+
+def record(
+    db: Database,
+    *,
+    actor: object,
+    action: str,
+    target: object = None,
+    outcome: str,
+    detail: str | None = None,
+    address: str | None = None,
+) -> None:
+    """One audit row in a transaction of its own, for a refusal decided outside an operation's
+    transaction (the operation rolled back, or never started). Never raises: an unreachable
+    database is logged."""
+    try:
+        with db.session(write=True) as session:
+            audit(
+                session,
+                actor=audit_name(actor) or None,
+                action=action,
+                target=None if target in (None, "") else str(target),
+                outcome=outcome,
+                detail=detail,
+                address=address,
+            )
+    except DatabaseUnavailable:
+        log.warning("could not audit %s %s: database unavailable", outcome, action)
+
+
+def run_audited(
+    db: Database, actor: object, action: str, target: object, address: str | None, operation: Callable[[], T]
+) -> T:
+    """Run an operation a person asked for; record why, if core refused or denied it."""
+    try:
+        return operation()
+    except Denied as error:
+        record(db, actor=actor, action=action, target=target, outcome=DENIED, detail=str(error), address=address)
+        raise
+    except (NotAllowed, DatabaseUnavailable):
+        raise  # a denial is recorded where it is decided; an outage cannot be recorded
+    except SwitchyardError as error:
+        record(db, actor=actor, action=action, target=target, outcome=REFUSED, detail=str(error), address=address)
+        raise

@@ -1,0 +1,146 @@
+"""The database side of running a task (docs/architecture.md, "The invariants", 6): claim,
+lease, fenced finish, and running the task's function.
+
+Every function takes an open Connection, so a worker can put a finish and the next claim in
+one transaction (core.engine.group_commit); the statements are db.queries.leases'.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from core.broker.messages import TaskMessage
+from core.settings import Settings
+from core.tasks.registry import TaskContext, TaskRegistry
+from core.tasks.rows import DispatchRequest, build_task_row, row_message
+from db.engine import Connection
+from db.queries import leases
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Claimed:
+    id: str
+    name: str
+    args: dict[str, Any]
+    priority: int
+    category: str
+    phase: str
+    correlation_id: str | None
+    generation: int
+    attempts: int
+    max_attempts: int
+    bucket: str
+    queued_at: datetime
+    lease_token: str
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    result: Any = None
+    error: str | None = None
+
+
+@dataclass
+class Finished:
+    """A task that ran, waiting for its outcome to be recorded."""
+
+    claimed: Claimed
+    ctx: TaskContext
+    outcome: Outcome
+    follow_up: list[TaskMessage] = field(default_factory=list)
+
+
+def claim(
+    connection: Connection,
+    message: TaskMessage,
+    stream_seq: int | None,
+    worker_id: str,
+    lease: timedelta,
+    now: datetime,
+) -> Claimed | None:
+    """queued -> running for exactly this message's generation, with a new lease token.
+    None for a stale message (upgraded, cancelled or already run): it must not run."""
+    token = os.urandom(16).hex()
+    row = leases.claim(connection, message.task_id, message.generation, stream_seq, token, now + lease, now, worker_id)
+    return None if row is None else Claimed(**row._mapping, lease_token=token)
+
+
+def extend_lease(connection: Connection, claimed: Claimed, lease: timedelta, now: datetime) -> bool:
+    return leases.extend_lease(connection, claimed.id, claimed.lease_token, now + lease)
+
+
+def retry_backoff(settings: Settings, attempt: int) -> timedelta:
+    seconds = settings.retry_backoff_seconds * (2 ** max(attempt - 1, 0))
+    return timedelta(seconds=min(seconds, settings.retry_backoff_max_seconds))
+
+
+def record_outcome(
+    connection: Connection, settings: Settings, registry: TaskRegistry, item: Finished, worker_id: str, now: datetime
+) -> bool:
+    """Write the outcome, fenced on the lease: succeeded (with the effects the task recorded and,
+    for a pipeline, the next phase's row), queued again after a backoff, or failed after the last
+    attempt. False if the lease was lost (reaped): the outcome is discarded. The next phase's
+    message, to publish after the commit, is left in item.follow_up."""
+    claimed, outcome = item.claimed, item.outcome
+    task_id, token = claimed.id, claimed.lease_token
+    if outcome.ok:
+        recorded = leases.succeed(connection, task_id, token, now, outcome.result)
+    elif claimed.attempts < claimed.max_attempts:
+        due = now + retry_backoff(settings, claimed.attempts)
+        recorded = leases.requeue(connection, task_id, token, now, outcome.error, due)
+    else:
+        recorded = leases.fail(connection, task_id, token, now, outcome.error)
+    if not recorded:
+        return False
+    if outcome.ok and item.ctx.effects:
+        leases.add_effects(
+            connection,
+            [
+                dict(task_id=task_id, generation=claimed.generation, worker_id=worker_id, recorded_at=now, value=v)
+                for v in item.ctx.effects
+            ],
+        )
+    next_task = registry.get(claimed.name).next_task if outcome.ok else None
+    if next_task:
+        request = DispatchRequest(
+            next_task,
+            args=outcome.result if isinstance(outcome.result, dict) else {"input": outcome.result},
+            priority=claimed.priority,
+            category=claimed.category,
+            phase=registry.get(next_task).phase,
+            correlation_id=claimed.correlation_id,
+        )
+        row = build_task_row(settings, registry, request, now, f"pipeline:{claimed.id}")
+        leases.insert_tasks(connection, [row])
+        item.follow_up = [row_message(row)]
+    return True
+
+
+def run_task(registry: TaskRegistry, claimed: Claimed, ctx: TaskContext) -> Outcome:
+    """Call the task's function; any exception is the task's failure, described in one line."""
+    try:
+        spec = registry.get(claimed.name)
+        result = spec.func(ctx, **(claimed.args or {}))
+        return Outcome(True, _jsonable(result))
+    except Exception as error:
+        log.info("task %s (%s) failed: %s", claimed.id, claimed.name, error, extra={"task_id": claimed.id})
+        last = traceback.extract_tb(error.__traceback__)[-1:] if error.__traceback__ else []
+        where = f" (at {last[0].filename.rsplit('/', 1)[-1]}:{last[0].lineno})" if last else ""
+        return Outcome(False, error=f"{type(error).__name__}: {error}{where}"[:4000])
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return repr(value)[:4000]

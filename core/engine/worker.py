@@ -1,0 +1,477 @@
+"""The priority-aware worker (docs/architecture.md, "How a task moves").
+
+A worker runs `concurrency` slots. Each slot loops: take the next message (core.engine.fetching:
+highest bucket first, fair inside a bucket), claim it with a compare-and-set (queued ->
+running, new lease token) in the same transaction that records the slot's previous outcome,
+ack it, run the function in a thread while a heartbeat extends the lease, and keep the outcome
+for the next transaction. Outcomes are fenced on the lease token, so a worker whose lease was
+reaped meanwhile cannot overwrite anything. A message whose generation is not the row's
+current one fails its claim and is dropped with term(), unrun.
+
+Transactions from all slots go through one GroupCommit: a busy worker commits once for
+several tasks, an idle one at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
+from typing import Any, Callable, Sequence
+
+from core.broker.jetstream import TaskBroker
+from core.broker.messages import Msg, TaskMessage, consumer_name, stream_sequence
+from core.engine import presence
+from core.engine.fetching import HOLD_SECONDS, MessageSource
+from core.engine.group_commit import GroupCommit
+from core.engine.leases import Claimed, Finished, claim, extend_lease, record_outcome, run_task
+from core.engine.maintenance import reap_expired_leases, reconcile
+from core.errors import BrokerUnavailable, DatabaseUnavailable, InvalidInput
+from core.observe import logs, metrics
+from core.priority import BUCKETS_IN_ORDER, PHASES, Bucket, parse_bucket, subject_parts
+from core.settings import Settings
+from core.tasks.outbox import RELAY_BATCH, due_messages, record_published
+from core.tasks.registry import TaskContext, TaskRegistry
+from db.engine import Database
+from db.models import utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerScope:
+    """Which queues a worker takes from: a high-only pool, an etl.load pool, or everything."""
+
+    buckets: tuple[Bucket, ...] = BUCKETS_IN_ORDER
+    categories: tuple[str, ...] = ()  # empty: every configured category
+    phases: tuple[str, ...] = ()  # empty: every phase
+
+    def consumers_by_bucket(self, settings: Settings) -> list[list[str]]:
+        categories = self.categories or settings.categories
+        phases = self.phases or PHASES
+        ordered = [b for b in BUCKETS_IN_ORDER if b in self.buckets]
+        return [[consumer_name(c, p, b) for c in categories for p in phases] for b in ordered]
+
+    def describe(self) -> str:
+        return (
+            f"buckets={','.join(b.value for b in self.buckets)} "
+            f"categories={','.join(self.categories) or '*'} phases={','.join(self.phases) or '*'}"
+        )
+
+
+@dataclass
+class WorkerStats:
+    claimed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    dropped: int = 0
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        registry: TaskRegistry,
+        broker_url: str,
+        *,
+        scope: WorkerScope = WorkerScope(),
+        concurrency: int = 1,
+        maintenance: bool = True,
+        worker_id: str | None = None,
+        on_event: Callable[[str, str], None] | None = None,
+    ):
+        if concurrency < 1:
+            raise InvalidInput("concurrency must be at least 1")
+        self.settings = settings
+        self.db = db
+        self.registry = registry
+        self.broker = TaskBroker(settings, broker_url)
+        self.scope = scope
+        self.concurrency = concurrency
+        self.maintenance = maintenance
+        self.id = worker_id or presence.new_worker_id()
+        self.lease = timedelta(seconds=settings.lease_seconds)
+        self.stats = WorkerStats()
+        self._on_event = on_event
+        self.source = MessageSource(
+            self.broker,
+            scope.consumers_by_bucket(settings),
+            settings.idle_resweep_seconds,
+            settings.worker_prefetch,
+        )
+        self._relay_now = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._db_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="worker-db")
+        self._task_pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="worker-task")
+        self._writes = GroupCommit(db, self._db_pool)
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        logs.bind(worker_id=self.id)
+        await self.broker.connect(retry_forever=True, name=f"switchyard worker {self.id}")
+        while True:
+            try:
+                await self.broker.ensure_topology()
+                break
+            except BrokerUnavailable as error:
+                log.warning("%s; retrying", error)
+                if await self._sleep(1.0):
+                    return
+        await self.broker.subscribe_doorbell(self.source.doorbell)
+        await self._in_db(self._register)
+        loops = [
+            asyncio.create_task(self._presence_loop()),
+            asyncio.create_task(self._every(HOLD_SECONDS / 2, self._hand_back_held)),
+        ]
+        if self.maintenance:
+            loops += [
+                asyncio.create_task(self._every(self.settings.relay_interval_seconds, self._relay, self._relay_now)),
+                asyncio.create_task(self._every(self.settings.reaper_interval_seconds, self._reap)),
+                asyncio.create_task(self._every(self.settings.reconcile_interval_seconds, self._reconcile)),
+            ]
+        log.info("worker %s started: %s concurrency=%d", self.id, self.scope.describe(), self.concurrency)
+        try:
+            await asyncio.gather(*(self._slot() for _ in range(self.concurrency)))
+        finally:
+            await self.source.release(older_than=0)
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            try:
+                await self._in_db(self._unregister)
+            except DatabaseUnavailable:
+                pass
+            await self.broker.close()
+            self._db_pool.shutdown(wait=False)
+            self._task_pool.shutdown(wait=False)
+            log.info("worker %s stopped", self.id)
+
+    # -- one slot ---------------------------------------------------------------------------
+
+    async def _slot(self) -> None:
+        """Run tasks one after another until the worker stops. The outcome of each task is
+        written in the same transaction as the next claim (or alone, when there is none)."""
+        previous: Finished | None = None
+        while True:
+            msg, ticket = (None, 0) if self._stop.is_set() else await self._next_message()
+            if msg is None:
+                if previous is not None:
+                    await self._record_alone(previous)
+                    previous = None
+                    continue
+                if self._stop.is_set():
+                    return
+                await self.source.wait(ticket, self._stop)
+                continue
+            try:
+                message = TaskMessage.decode(msg)
+            except InvalidInput as error:
+                log.warning("%s: dropped", error)
+                await self._settle(msg.term)
+                continue
+            work = partial(self._finish_and_claim, previous, message, stream_sequence(msg))
+            try:
+                recorded, claimed = await self._writes.run(work)
+            except DatabaseUnavailable as error:
+                log.warning(
+                    "%s; message for task %s returned to the queue",
+                    error,
+                    message.task_id,
+                    extra={"task_id": message.task_id},
+                )
+                await self._settle(msg.nak, delay=2)
+                if previous is not None:
+                    await self._record_alone(previous)
+                    previous = None
+                await self._sleep(1.0)
+                continue
+            if previous is not None:
+                await self._recorded(previous, recorded)
+                previous = None
+            if claimed is None:
+                self.stats.dropped += 1
+                await self._settle(msg.term)
+                self._emit("dropped", message.task_id)
+                continue
+            await self._settle(msg.ack)  # from here the database lease owns the task
+            self.stats.claimed += 1
+            metrics.QUEUE_WAIT.labels(claimed.bucket).observe(max((utcnow() - claimed.queued_at).total_seconds(), 0))
+            self._emit("started", claimed.id)
+            previous = await self._execute(claimed)
+
+    async def _next_message(self) -> tuple[Msg | None, int]:
+        while True:
+            try:
+                return await self.source.next()
+            except BrokerUnavailable as error:
+                log.warning("%s; retrying", error)
+                if await self._sleep(0.5):
+                    return None, 0
+
+    def _finish_and_claim(self, previous: Finished | None, message: TaskMessage, seq: int | None, connection):
+        now = utcnow()
+        recorded = (
+            record_outcome(connection, self.settings, self.registry, previous, self.id, now) if previous else None
+        )
+        return recorded, claim(connection, message, seq, self.id, self.lease, now)
+
+    async def _execute(self, claimed: Claimed) -> Finished:
+        ctx = TaskContext(
+            task_id=claimed.id,
+            generation=claimed.generation,
+            attempt=claimed.attempts,
+            priority=claimed.priority,
+            correlation_id=claimed.correlation_id,
+            worker_id=self.id,
+        )
+        heartbeat = asyncio.create_task(self._heartbeat(claimed))
+        started = time.monotonic()
+        try:
+            with logs.bound(task_id=claimed.id):
+                outcome = await self._in_thread(self._task_pool, run_task, self.registry, claimed, ctx)
+        finally:
+            heartbeat.cancel()
+        seconds = time.monotonic() - started
+        self.source.observe_run(seconds)
+        metrics.RUN_TIME.labels(claimed.bucket).observe(seconds)
+        return Finished(claimed, ctx, outcome)
+
+    async def _record_alone(self, finished: Finished) -> None:
+        """Record an outcome with no claim to share the transaction; while the database is away,
+        keep trying until the lease would have run out (then the reaper takes the task back)."""
+        deadline = asyncio.get_running_loop().time() + self.settings.lease_seconds
+        delay = 0.2
+        work = partial(self._record_outcome, finished)
+        while True:
+            try:
+                recorded = await self._writes.run(work)
+                break
+            except DatabaseUnavailable as error:
+                if asyncio.get_running_loop().time() > deadline:
+                    log.error(
+                        "task %s: %s; giving the task back to the reaper",
+                        finished.claimed.id,
+                        error,
+                        extra={"task_id": finished.claimed.id},
+                    )
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except Exception:
+                log.exception(
+                    "task %s: its outcome could not be recorded",
+                    finished.claimed.id,
+                    extra={"task_id": finished.claimed.id},
+                )
+                return
+        await self._recorded(finished, recorded)
+
+    def _record_outcome(self, finished: Finished, connection) -> bool:
+        return record_outcome(connection, self.settings, self.registry, finished, self.id, utcnow())
+
+    async def _recorded(self, finished: Finished, recorded: bool) -> None:
+        if not recorded:
+            log.warning(
+                "task %s: lease lost before it finished; its outcome was discarded",
+                finished.claimed.id,
+                extra={"task_id": finished.claimed.id},
+            )
+            return
+        claimed = finished.claimed
+        if finished.outcome.ok:
+            self.stats.succeeded += 1
+            metrics.COMPLETED.labels(claimed.bucket).inc()
+        else:
+            self.stats.failed += 1
+            if claimed.attempts < claimed.max_attempts:
+                metrics.RETRIED.labels("automatic").inc()
+            else:
+                metrics.FAILED.labels(claimed.bucket).inc()
+        self._emit("succeeded" if finished.outcome.ok else "failed", claimed.id)
+        if finished.follow_up:
+            for message in finished.follow_up:
+                category, _, bucket = subject_parts(message.subject)
+                metrics.DISPATCHED.labels(category, bucket).inc()
+            await self._publish(finished.follow_up)
+
+    @staticmethod
+    async def _settle(how: Callable, **options: Any) -> None:
+        """ack / term / nak. If the broker does not hear it, the message comes back after
+        ack_wait and the claim's compare-and-set drops it: nothing runs twice."""
+        try:
+            await how(**options)
+        except Exception as error:
+            log.info("message not settled (%s): %s", how.__name__, error)
+
+    async def _heartbeat(self, claimed: Claimed) -> None:
+        interval = self.settings.lease_seconds / 3
+        work = partial(self._extend, claimed)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if not await self._writes.run(work):
+                    log.info(
+                        "task %s: lease no longer held (finished or reaped)", claimed.id, extra={"task_id": claimed.id}
+                    )
+                    return
+            except DatabaseUnavailable as error:
+                log.warning("task %s: lease not extended: %s", claimed.id, error, extra={"task_id": claimed.id})
+
+    def _extend(self, claimed: Claimed, connection) -> bool:
+        return extend_lease(connection, claimed, self.lease, utcnow())
+
+    async def _publish(self, messages: list[TaskMessage]) -> None:
+        try:
+            results = await self.broker.publish(messages)
+            await self._in_db(record_published, self.db, results)
+        except (BrokerUnavailable, DatabaseUnavailable) as error:
+            log.warning("%s; the relay will publish %d task(s)", error, len(messages))
+
+    async def _hand_back_held(self) -> None:
+        released = await self.source.release()
+        if released:
+            log.info("handed %d held message(s) back to the stream for other workers", released)
+
+    # -- maintenance ------------------------------------------------------------------------
+
+    async def _relay(self) -> None:
+        while True:
+            due = await self._in_db(due_messages, self.db)
+            if not due:
+                return
+            results = await self.broker.publish(due)
+            await self._in_db(record_published, self.db, results)
+            if len(due) < RELAY_BATCH or any(isinstance(r, Exception) for r in results):
+                return
+
+    async def _reap(self) -> None:
+        requeued, failed = await self._in_db(reap_expired_leases, self.db)
+        metrics.LEASES_EXPIRED.labels("requeued").inc(requeued)
+        metrics.LEASES_EXPIRED.labels("failed").inc(failed)
+        if requeued or failed:
+            log.warning("reaper: %d task(s) requeued, %d failed after their last attempt", requeued, failed)
+        if requeued:
+            self._relay_now.set()
+
+    async def _reconcile(self) -> None:
+        await self._in_db(self.db.refresh_statistics)
+        requeued = await reconcile(self.db, self.broker, self._in_db)
+        if requeued:
+            log.warning("reconciler: %d queued task(s) had no message in the stream; requeued", requeued)
+            self._relay_now.set()
+
+    async def _every(self, interval: float, step: Callable, early: asyncio.Event | None = None) -> None:
+        while not self._stop.is_set():
+            try:
+                await step()
+            except (BrokerUnavailable, DatabaseUnavailable) as error:
+                log.warning("%s: %s", step.__name__.strip("_"), error)
+            except Exception:
+                log.exception("%s failed", step.__name__.strip("_"))
+            if early is not None:
+                early.clear()
+                await self._wait_any(early, self._stop, timeout=interval)
+            else:
+                await self._sleep(interval)
+
+    # -- presence ---------------------------------------------------------------------------
+
+    def _register(self) -> None:
+        buckets = ",".join(b.value for b in self.scope.buckets)
+        presence.register(self.db, self.id, buckets, self.scope.describe(), self.concurrency)
+
+    def _touch(self) -> None:
+        presence.touch(self.db, self.id, self.stats.succeeded + self.stats.failed)
+
+    def _unregister(self) -> None:
+        presence.touch(self.db, self.id, self.stats.succeeded + self.stats.failed, stopped=True)
+
+    async def _presence_loop(self) -> None:
+        while not self._stop.is_set():
+            if await self._sleep(presence.PRESENCE_INTERVAL_SECONDS):
+                return
+            try:
+                await self._in_db(self._touch)
+            except DatabaseUnavailable as error:
+                log.warning("presence not updated: %s", error)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    async def _in_db(self, function: Callable, *args: Any) -> Any:
+        return await self._in_thread(self._db_pool, function, *args)
+
+    @staticmethod
+    async def _in_thread(pool: ThreadPoolExecutor, function: Callable, *args: Any) -> Any:
+        """Run on a pool thread with this task's log context (executors do not carry it)."""
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(pool, context.run, function, *args)
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep unless asked to stop; True if stopping."""
+        await self._wait_any(self._stop, timeout=seconds)
+        return self._stop.is_set()
+
+    @staticmethod
+    async def _wait_any(*events: asyncio.Event, timeout: float | None = None) -> None:
+        waiters = [asyncio.ensure_future(event.wait()) for event in events]
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    def _emit(self, event: str, task_id: str) -> None:
+        if self._on_event is not None:
+            self._on_event(event, task_id)
+
+
+class WorkerThread:
+    """A worker on its own thread and event loop, inside the serve process."""
+
+    def __init__(self, worker):
+        self.worker = worker
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, name=f"worker-{worker.id}", daemon=True)
+
+    def _run(self) -> None:
+        self.loop.run_until_complete(self.worker.run())
+
+    def start(self) -> "WorkerThread":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.worker.stop)
+        self.thread.join(timeout=15)
+
+
+# -- a worker process's scope (`run.py worker`) -------------------------------------------------------
+
+
+def worker_scope(
+    settings: Settings, buckets: str, categories: Sequence[str], phases: Sequence[str], concurrency: int
+) -> WorkerScope:
+    """The scope of a worker process from its command-line values, checked."""
+    chosen = tuple(dict.fromkeys(parse_bucket(b) for b in buckets.split(",") if b.strip()))
+    if not chosen:
+        raise InvalidInput("--buckets needs at least one of high, normal, low")
+    for category in categories:
+        if category not in settings.categories:
+            raise InvalidInput(f"unknown category {category!r}: use one of {', '.join(settings.categories)}")
+    for phase in phases:
+        if phase not in PHASES:
+            raise InvalidInput(f"unknown phase {phase!r}: use one of {', '.join(PHASES)}")
+    if concurrency < 1 or concurrency > 256:
+        raise InvalidInput("--concurrency must be from 1 to 256")
+    return WorkerScope(chosen, tuple(categories), tuple(phases))

@@ -1,0 +1,37 @@
+"""Publish after commit (docs/architecture.md, "The invariants", 4).
+
+A row whose `publish_due_at` is set still owes the stream a message for its current
+generation. Whoever committed the change publishes straight away; the relay (core.engine)
+publishes whatever is still due after a short grace (a crash between commit and publish, a
+broker outage, a retry whose backoff has run out).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Sequence
+
+from core.broker.messages import Published, TaskMessage
+from core.priority import subject_for
+from db.engine import Database
+from db.models import utcnow
+from db.queries import outbox
+
+# How long the relay leaves a fresh row to the process that committed it.
+PUBLISH_GRACE = timedelta(seconds=3)
+RELAY_BATCH = 1000
+
+
+def record_published(db: Database, results: Sequence[Published | Exception]) -> int:
+    """Remember which generation each row had published and at which stream sequence."""
+    published = [(r.message.task_id, r.message.generation, r.stream_seq) for r in results if isinstance(r, Published)]
+    if published:
+        with db.connect(write=True) as connection:
+            outbox.record_published(connection, published)
+    return len(published)
+
+
+def due_messages(db: Database, limit: int = RELAY_BATCH) -> list[TaskMessage]:
+    with db.session() as session:
+        rows = outbox.due_rows(session, utcnow(), limit)
+    return [TaskMessage(r.id, r.generation, subject_for(r.category, r.phase, r.bucket)) for r in rows]

@@ -1,0 +1,334 @@
+"""Dispatch, upgrade, cancel and retry: the operations people and services perform on tasks.
+
+Every state change is one compare-and-set on the tasks row (docs/architecture.md, "The
+invariants", 2); the broker is told afterwards. Every operation a person performs is checked
+against their role here, with the acting user passed in, and written to the audit log whatever
+its outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, TypeVar
+
+from core.auth.audit import audit, run_audited
+from core.auth.permissions import CANCEL_PERMISSION, DISPATCH_PERMISSION, RETRY_PERMISSION, UPGRADE_PERMISSIONS
+from core.auth.policy import authorize
+from core.broker.jetstream import BrokerThread
+from core.broker.messages import TaskMessage
+from core.errors import (
+    BrokerUnavailable,
+    Conflict,
+    DatabaseUnavailable,
+    InvalidInput,
+    NotAnUpgrade,
+    NotFound,
+    WrongState,
+)
+from core.observe import metrics
+from core.priority import Priority, parse_upgrade_action, priority_to_bucket, subject_for
+from core.settings import Settings
+from core.tasks import reads
+from core.tasks.outbox import PUBLISH_GRACE, record_published
+from core.tasks.registry import TaskRegistry
+from core.tasks.rows import (
+    MAX_BATCH,
+    DispatchRequest,
+    build_task_row,
+    check_reason,
+    check_task_id,
+    count_dispatched,
+    row_message,
+)
+from db.engine import Database, Transaction
+from db.models import Task, TaskStatus, utcnow
+from db.queries import tasks as task_queries
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Dispatched:
+    task_ids: list[str]
+    publish_error: str | None  # None: published; else stored, and the relay publishes later
+
+
+@dataclass(frozen=True)
+class UpgradeResult:
+    task_id: str
+    action: str
+    from_priority: int
+    to_priority: int
+    from_bucket: str
+    to_bucket: str
+    requeued: bool
+
+    def describe(self) -> str:
+        move = f"{self.from_bucket} -> {self.to_bucket}" if self.requeued else f"stays in {self.to_bucket}"
+        return (
+            f"task {self.task_id} raised from {self.from_priority} ({Priority(self.from_priority).label}) "
+            f"to {self.to_priority} ({Priority(self.to_priority).label}), {move}"
+        )
+
+
+class TaskService:
+    """The synchronous face of the engine, for the console, the command line and services.
+
+    `broker` may be None or down: committed changes then wait for the relay, nothing is lost.
+    """
+
+    def __init__(self, settings: Settings, db: Database, registry: TaskRegistry, broker: BrokerThread | None):
+        self.settings = settings
+        self.db = db
+        self.registry = registry
+        self.broker = broker
+        self.last_publish_error: str | None = None
+
+    # -- dispatch ---------------------------------------------------------------------------
+
+    def dispatch_task(self, name: str, *, created_by: str | None = None, **options: Any) -> str:
+        return self.dispatch_tasks([DispatchRequest(name, **options)], created_by=created_by)[0]
+
+    def dispatch_tasks(self, requests: Iterable[DispatchRequest], *, created_by: str | None = None) -> list[str]:
+        """Insert every row in one transaction, then publish them pipelined.
+
+        Returns the ids once the rows are committed: from then on the tasks are kept even if
+        the broker is down (the relay publishes them when it is back).
+        """
+        now = utcnow()
+        rows = [build_task_row(self.settings, self.registry, r, now, created_by) for r in requests]
+        if not rows:
+            return []
+        with self.db.session(write=True) as session:
+            task_queries.insert_tasks(session, rows)
+        count_dispatched(rows)
+        self._publish([row_message(row) for row in rows])
+        return [row["id"] for row in rows]
+
+    def dispatch_tasks_as(
+        self, requests: Iterable[DispatchRequest], user: object, *, address: str | None = None
+    ) -> Dispatched:
+        """Dispatch for a person or a service (the HTTP API): needs dispatch_tasks; the tasks
+        are created_by the user, and the request leaves one audit row (the ids are time-ordered,
+        so a batch is named by its first and last)."""
+
+        def operation() -> Dispatched:
+            actor = authorize(self.db, user, DISPATCH_PERMISSION, action="dispatch", address=address)
+            batch = list(requests)
+            if not 1 <= len(batch) <= MAX_BATCH:
+                raise InvalidInput(f"dispatch 1 to {MAX_BATCH} tasks at a time, not {len(batch)}")
+            now = utcnow()
+            rows = []
+            for index, request in enumerate(batch):
+                try:
+                    rows.append(build_task_row(self.settings, self.registry, request, now, actor.username))
+                except InvalidInput as error:
+                    raise InvalidInput(f"task {index}: {error}" if len(batch) > 1 else str(error)) from None
+            ids = [row["id"] for row in rows]
+            with self.db.session(write=True) as session:
+                task_queries.insert_tasks(session, rows)
+                audit(
+                    session,
+                    actor=actor.username,
+                    action="dispatch",
+                    target=ids[0] if len(ids) == 1 else f"{ids[0]}..{ids[-1]}",
+                    detail=", ".join(sorted({row["name"] for row in rows}))
+                    + (f" ({len(ids)} tasks)" if len(ids) > 1 else f" at priority {rows[0]['priority']}"),
+                    address=address,
+                )
+            count_dispatched(rows)
+            return Dispatched(ids, self._publish([row_message(row) for row in rows]))
+
+        return self._audited(user, "dispatch", None, address, operation)
+
+    # -- upgrade / cancel / retry -------------------------------------------------------------
+
+    def upgrade_task(
+        self, task_id: object, action: object, reason: object, user: object, *, address: str | None = None
+    ) -> UpgradeResult:
+        def operation() -> UpgradeResult:
+            upgrade = parse_upgrade_action(action)
+            checked_id = check_task_id(task_id)
+            checked_reason = check_reason(reason)
+            actor = authorize(
+                self.db, user, UPGRADE_PERMISSIONS[upgrade], action=upgrade.value, target=checked_id, address=address
+            )
+            with self.db.session(write=True) as session:
+                task = self._get(session, checked_id)
+                if task.status != TaskStatus.QUEUED:
+                    raise WrongState(f"task {task.id} is {task.status}: only queued tasks can be upgraded")
+                target = upgrade.target
+                if target <= task.priority:
+                    raise NotAnUpgrade(
+                        f"task {task.id} is already at priority {task.priority} ({Priority(task.priority).label}); "
+                        f"{upgrade.value} ({int(target)}) would not raise it"
+                    )
+                to_bucket = priority_to_bucket(target).value
+                requeue = to_bucket != task.bucket
+                old = (task.generation, task.priority, task.bucket, task.stream_seq, task.published_generation)
+                values: dict[str, Any] = {"priority": int(target), "bucket": to_bucket}
+                if requeue:
+                    # A new generation in the new bucket; the old message can only be dropped.
+                    values.update(generation=task.generation + 1, publish_due_at=utcnow() + PUBLISH_GRACE)
+                # Within one bucket the message keeps its place in line: same generation.
+                self._compare_and_set(session, task, values, priority=task.priority)
+                changed_at = utcnow()
+                task_queries.add_history(
+                    session,
+                    task_id=task.id,
+                    changed_at=changed_at,
+                    from_priority=old[1],
+                    to_priority=int(target),
+                    from_bucket=old[2],
+                    to_bucket=to_bucket,
+                    action=upgrade.value,
+                    reason=checked_reason,
+                    changed_by=actor.username,
+                    category=task.category,
+                    phase=task.phase,
+                    queued_at=task.queued_at,
+                    wait_before_s=(changed_at - task.queued_at).total_seconds(),
+                )
+                audit(
+                    session,
+                    actor=actor.username,
+                    action=upgrade.value,
+                    target=task.id,
+                    detail=f"{old[1]} -> {int(target)}: {checked_reason}",
+                    address=address,
+                )
+                new_message = TaskMessage(task.id, old[0] + 1, subject_for(task.category, task.phase, to_bucket))
+            if requeue:
+                self._publish([new_message])
+                self._delete_old_message(old[3] if old[4] == old[0] else None)
+            metrics.UPGRADES.labels(upgrade.value).inc()
+            return UpgradeResult(task.id, upgrade.value, old[1], int(target), old[2], to_bucket, requeue)
+
+        return self._audited(user, str(action)[:16] if action else "upgrade", task_id, address, operation)
+
+    def cancel_task(self, task_id: object, user: object, *, address: str | None = None) -> None:
+        def operation() -> None:
+            checked_id = check_task_id(task_id)
+            actor = authorize(self.db, user, CANCEL_PERMISSION, action="cancel", target=checked_id, address=address)
+            with self.db.session(write=True) as session:
+                task = self._get(session, checked_id)
+                if task.status != TaskStatus.QUEUED:
+                    raise WrongState(f"task {task.id} is {task.status}: only queued tasks can be cancelled")
+                seq = task.stream_seq if task.published_generation == task.generation else None
+                self._compare_and_set(
+                    session,
+                    task,
+                    {
+                        "status": TaskStatus.CANCELLED,
+                        "generation": task.generation + 1,
+                        "publish_due_at": None,
+                        "finished_at": utcnow(),
+                    },
+                )
+                audit(session, actor=actor.username, action="cancel", target=task.id, address=address)
+            metrics.CANCELLED.inc()
+            self._delete_old_message(seq)
+
+        self._audited(user, "cancel", task_id, address, operation)
+
+    def retry_task(self, task_id: object, user: object, *, address: str | None = None) -> None:
+        """Re-run a failed task at the priority it had, with a fresh set of attempts."""
+
+        def operation() -> None:
+            checked_id = check_task_id(task_id)
+            actor = authorize(
+                self.db, user, RETRY_PERMISSION, action="retry", target=checked_id, address=address, doing="retry tasks"
+            )
+            with self.db.session(write=True) as session:
+                task = self._get(session, checked_id)
+                if task.status != TaskStatus.FAILED:
+                    raise WrongState(f"task {task.id} is {task.status}: only failed tasks can be retried")
+                now = utcnow()
+                self._compare_and_set(
+                    session,
+                    task,
+                    {
+                        "status": TaskStatus.QUEUED,
+                        "generation": task.generation + 1,
+                        "publish_due_at": now + PUBLISH_GRACE,
+                        "attempts": 0,
+                        "queued_at": now,
+                        "started_at": None,
+                        "finished_at": None,
+                        "lease_token": None,
+                        "lease_expires_at": None,
+                    },
+                    expected_status=TaskStatus.FAILED,
+                )
+                audit(session, actor=actor.username, action="retry", target=task.id, address=address)
+                message = TaskMessage(task.id, task.generation + 1, subject_for(task.category, task.phase, task.bucket))
+            metrics.RETRIED.labels("manual").inc()
+            self._publish([message])
+
+        self._audited(user, "retry", task_id, address, operation)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def describe_task(self, task_id: object) -> dict[str, Any]:
+        """The task as plain data, with its priority history (oldest first): for trusted callers
+        (the command line); people read through core.tasks.reads, which checks view_tasks."""
+        return reads.describe_task(self.db, task_id)
+
+    # -- internals --------------------------------------------------------------------------
+
+    @staticmethod
+    def _get(session: Transaction, task_id: str) -> Task:
+        task = task_queries.get_task(session, task_id)
+        if task is None:
+            raise NotFound(f"no task with id {task_id[:64]!r}")
+        return task
+
+    @staticmethod
+    def _compare_and_set(
+        session: Transaction,
+        task: Task,
+        values: dict,
+        *,
+        expected_status: str = TaskStatus.QUEUED,
+        priority: int | None = None,
+    ) -> None:
+        if not task_queries.compare_and_set(
+            session, task.id, task.generation, expected_status, values, priority=priority
+        ):
+            raise Conflict(f"task {task.id} was changed by someone else at the same moment; reload it and try again")
+
+    def _audited(self, user: object, action: str, target: object, address: str | None, operation: Callable[[], T]) -> T:
+        return run_audited(self.db, user, action, target, address, operation)
+
+    def _publish(self, messages: list[TaskMessage]) -> str | None:
+        """Publish now if the broker answers; otherwise the relay does it later. Returns why
+        not (None when everything was published)."""
+        if self.broker is None:
+            self.last_publish_error = "no broker configured"
+            return self.last_publish_error
+        try:
+            results = self.broker.run(self.broker.broker.publish(messages))
+        except BrokerUnavailable as error:
+            self.last_publish_error = str(error)
+            log.warning("%s; %d task(s) kept for the relay", error, len(messages))
+            return str(error)
+        failures = [r for r in results if isinstance(r, Exception)]
+        problem = f"broker unavailable: {failures[0]}" if failures else None
+        self.last_publish_error = problem
+        try:
+            record_published(self.db, results)
+        except DatabaseUnavailable as error:
+            log.warning("published but not recorded (%s): the relay will republish, deduplicated", error)
+        return problem
+
+    def _delete_old_message(self, stream_seq: int | None) -> None:
+        """Best effort: a message left behind has a stale generation and is dropped unrun."""
+        if stream_seq is None or self.broker is None:
+            return
+        try:
+            self.broker.run(self.broker.broker.delete_message(stream_seq))
+        except BrokerUnavailable as error:
+            log.info("old message %s not deleted (%s); workers will drop it", stream_seq, error)

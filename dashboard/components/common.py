@@ -1,0 +1,54 @@
+"""What every page shares: the console context, the acting user, turning core errors into words."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import dash_bootstrap_components as dbc
+from dash.exceptions import PreventUpdate
+
+from core.errors import SwitchyardError
+from core.observe.snapshot import OverviewSnapshot
+from core.runtime import Runtime
+from dashboard.auth import ConsoleUser, acting_user_or_none, client_address
+
+
+@dataclass
+class ConsoleContext:
+    runtime: Runtime
+    snapshot: OverviewSnapshot
+
+    @property
+    def service(self):
+        return self.runtime.service
+
+    @property
+    def db(self):
+        return self.runtime.db
+
+
+def acting_user() -> ConsoleUser:
+    """The signed-in user of this request. Callbacks act as this user and nobody else."""
+    user = acting_user_or_none()
+    if user is None:
+        raise PreventUpdate
+    return user
+
+
+def run_action(action: Callable[[], Any], success: Callable[[Any], str]) -> dbc.Alert:
+    """Call core; say what happened (or why not) in one line."""
+    try:
+        result = action()
+    except SwitchyardError as error:
+        return dbc.Alert(str(error), color="danger", dismissable=True, className="action-result")
+    return dbc.Alert(success(result), color="success", dismissable=True, duration=8000, className="action-result")
+
+
+def next_refresh(count: Any) -> int:
+    """The next value of a page's refresh counter store; a forged non-number starts over."""
+    return count + 1 if isinstance(count, int) and not isinstance(count, bool) else 1
+
+
+def address() -> str | None:
+    return client_address()

@@ -1,0 +1,149 @@
+"""The worker's statements: claim, lease extension and the fenced outcome.
+
+Built once: the worker runs them for every task, and building a statement costs more than
+running it. Each takes an open Connection, so a worker can put a finish and the next claim in
+one transaction (core.engine.group_commit).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, bindparam, insert, update
+from sqlalchemy.engine import Connection, Row
+
+from db.models import Task, TaskEffect, TaskStatus, UTCDateTime
+
+_tasks = cast(Table, Task.__table__)
+
+_CLAIM = (
+    update(_tasks)
+    .where(
+        _tasks.c.id == bindparam("b_id"),
+        _tasks.c.generation == bindparam("b_generation"),
+        _tasks.c.status == TaskStatus.QUEUED,
+    )
+    .values(
+        status=TaskStatus.RUNNING,
+        lease_token=bindparam("b_token"),
+        lease_expires_at=bindparam("b_expires", type_=UTCDateTime()),
+        attempts=_tasks.c.attempts + 1,
+        started_at=bindparam("b_now", type_=UTCDateTime()),
+        worker_id=bindparam("b_worker"),
+        publish_due_at=None,
+        published_generation=bindparam("b_generation"),
+        stream_seq=bindparam("b_seq"),
+    )
+    .returning(
+        _tasks.c.id,
+        _tasks.c.name,
+        _tasks.c.args,
+        _tasks.c.priority,
+        _tasks.c.category,
+        _tasks.c.phase,
+        _tasks.c.correlation_id,
+        _tasks.c.generation,
+        _tasks.c.attempts,
+        _tasks.c.max_attempts,
+        _tasks.c.bucket,
+        _tasks.c.queued_at,
+    )
+)
+
+_LEASED = (
+    _tasks.c.id == bindparam("b_id"),
+    _tasks.c.lease_token == bindparam("b_token"),
+    _tasks.c.status == TaskStatus.RUNNING,
+)
+
+_EXTEND = update(_tasks).where(*_LEASED).values(lease_expires_at=bindparam("b_expires", type_=UTCDateTime()))
+
+_RELEASED = dict(lease_token=None, lease_expires_at=None)
+_SUCCEEDED = (
+    update(_tasks)
+    .where(*_LEASED)
+    .values(
+        status=TaskStatus.SUCCEEDED,
+        result=bindparam("b_result", type_=_tasks.c.result.type),
+        error=None,
+        finished_at=bindparam("b_now", type_=UTCDateTime()),
+        **_RELEASED,
+    )
+)
+_RETRY = (
+    update(_tasks)
+    .where(*_LEASED)
+    .values(
+        status=TaskStatus.QUEUED,
+        generation=_tasks.c.generation + 1,
+        error=bindparam("b_error"),
+        queued_at=bindparam("b_now", type_=UTCDateTime()),
+        publish_due_at=bindparam("b_due", type_=UTCDateTime()),
+        **_RELEASED,
+    )
+)
+_FAILED = (
+    update(_tasks)
+    .where(*_LEASED)
+    .values(
+        status=TaskStatus.FAILED,
+        error=bindparam("b_error"),
+        finished_at=bindparam("b_now", type_=UTCDateTime()),
+        **_RELEASED,
+    )
+)
+_INSERT_EFFECTS = insert(cast(Table, TaskEffect.__table__))
+_INSERT_TASKS = insert(_tasks)
+
+
+def claim(
+    connection: Connection,
+    task_id: str,
+    generation: int,
+    stream_seq: int | None,
+    token: str,
+    expires: datetime,
+    now: datetime,
+    worker_id: str,
+) -> Row[Any] | None:
+    """queued -> running for exactly this generation. The claimed row's id, name, args,
+    priority, category, phase, correlation_id, generation, attempts, max_attempts, bucket,
+    queued_at; or None when the row is not queued at this generation."""
+    params = {
+        "b_id": task_id,
+        "b_generation": generation,
+        "b_token": token,
+        "b_expires": expires,
+        "b_now": now,
+        "b_worker": worker_id,
+        "b_seq": stream_seq,
+    }
+    return connection.execute(_CLAIM, params).first()
+
+
+def extend_lease(connection: Connection, task_id: str, token: str, expires: datetime) -> bool:
+    return connection.execute(_EXTEND, {"b_id": task_id, "b_token": token, "b_expires": expires}).rowcount == 1
+
+
+def succeed(connection: Connection, task_id: str, token: str, now: datetime, result: Any) -> bool:
+    params = {"b_id": task_id, "b_token": token, "b_now": now, "b_result": result}
+    return connection.execute(_SUCCEEDED, params).rowcount == 1
+
+
+def requeue(connection: Connection, task_id: str, token: str, now: datetime, error: str | None, due: datetime) -> bool:
+    params = {"b_id": task_id, "b_token": token, "b_now": now, "b_error": error, "b_due": due}
+    return connection.execute(_RETRY, params).rowcount == 1
+
+
+def fail(connection: Connection, task_id: str, token: str, now: datetime, error: str | None) -> bool:
+    params = {"b_id": task_id, "b_token": token, "b_now": now, "b_error": error}
+    return connection.execute(_FAILED, params).rowcount == 1
+
+
+def add_effects(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    connection.execute(_INSERT_EFFECTS, rows)
+
+
+def insert_tasks(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    connection.execute(_INSERT_TASKS, rows)

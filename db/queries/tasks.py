@@ -1,0 +1,65 @@
+"""One task at a time: insert, read, compare-and-set, its priority history and its pipeline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from db.engine import rows_changed
+from db.models import PriorityHistory, Task
+
+
+def insert_tasks(session: Session, rows: list[dict[str, Any]]) -> None:
+    session.execute(insert(Task), rows)
+
+
+def get_task(session: Session, task_id: str) -> Task | None:
+    return session.get(Task, task_id)
+
+
+def compare_and_set(
+    session: Session,
+    task_id: str,
+    generation: int,
+    status: str,
+    values: dict[str, Any],
+    *,
+    priority: int | None = None,
+) -> bool:
+    """`UPDATE tasks SET ... WHERE id AND generation AND status [AND priority]`: True if this
+    transaction won (exactly one row changed), False if someone else changed the row first."""
+    conditions = [Task.id == task_id, Task.generation == generation, Task.status == status]
+    if priority is not None:
+        conditions.append(Task.priority == priority)
+    result = session.execute(
+        update(Task).where(*conditions).values(**values).execution_options(synchronize_session=False)
+    )
+    return rows_changed(result) == 1
+
+
+def add_history(session: Session, **values: Any) -> None:
+    session.add(PriorityHistory(**values))
+
+
+def priority_history(session: Session, task_id: str) -> list[PriorityHistory]:
+    """The task's priority changes, oldest first."""
+    return list(
+        session.scalars(
+            select(PriorityHistory)
+            .where(PriorityHistory.task_id == task_id)
+            .order_by(PriorityHistory.changed_at, PriorityHistory.id)
+        ).all()
+    )
+
+
+def tasks_with_correlation(session: Session, correlation_id: str, *, limit: int = 50) -> list[dict[str, Any]]:
+    """The tasks of one correlation id (one pipeline), oldest first."""
+    query = (
+        select(Task.id, Task.name, Task.category, Task.phase, Task.status, Task.priority, Task.created_at)
+        .where(Task.correlation_id == correlation_id)
+        .order_by(Task.created_at, Task.id)
+        .limit(limit)
+    )
+    return [dict(r._mapping) for r in session.execute(query)]

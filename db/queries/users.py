@@ -1,0 +1,82 @@
+"""Users, their roles' permissions, and browser sessions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from db.models import RolePermission, User, WebSession
+
+
+def user_named(session: Session, username: str, *, lock: bool = False) -> User | None:
+    query = select(User).where(User.username == username)
+    if lock:
+        query = query.with_for_update()
+    return session.scalar(query)
+
+
+def user_by_id(session: Session, user_id: int) -> User | None:
+    return session.get(User, user_id)
+
+
+def all_users(session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.username)).all())
+
+
+def add_user(session: Session, **values) -> User:
+    user = User(**values)
+    session.add(user)
+    session.flush()  # a name taken meanwhile fails here, inside the caller's transaction
+    return user
+
+
+def active_admin_exists(session: Session, admin_role: str) -> bool:
+    return session.scalar(select(User.id).where(User.role == admin_role, User.active.is_(True)).limit(1)) is not None
+
+
+def other_active_admins(session: Session, admin_role: str, username: str) -> int:
+    """Active admins other than `username`, locked so two concurrent demotions cannot both pass."""
+    rows = session.scalars(
+        select(User.id)
+        .where(User.role == admin_role, User.active.is_(True), User.username != username)
+        .with_for_update()
+    ).all()
+    return len(rows)
+
+
+# -- role permissions ----------------------------------------------------------------------------
+
+
+def permissions_of(session: Session, role: str) -> list[str]:
+    return list(session.scalars(select(RolePermission.permission).where(RolePermission.role == role)).all())
+
+
+def role_permission_pairs(session: Session) -> set[tuple[str, str]]:
+    return {(r, p) for r, p in session.execute(select(RolePermission.role, RolePermission.permission))}
+
+
+def replace_role_permissions(session: Session, wanted: set[tuple[str, str]]) -> None:
+    """Make role_permissions hold exactly `wanted`: (role, permission) pairs."""
+    have = role_permission_pairs(session)
+    for role, permission in have - wanted:
+        session.execute(
+            delete(RolePermission).where(RolePermission.role == role, RolePermission.permission == permission)
+        )
+    session.add_all(RolePermission(role=r, permission=p) for r, p in sorted(wanted - have))
+
+
+# -- browser sessions ----------------------------------------------------------------------------
+
+
+def add_web_session(
+    session: Session, token: str, user_id: int, session_version: int, created_at: datetime, address: str | None
+) -> None:
+    session.add(
+        WebSession(id=token, user_id=user_id, session_version=session_version, created_at=created_at, address=address)
+    )
+
+
+def web_session(session: Session, token: str) -> WebSession | None:
+    return session.get(WebSession, token)
