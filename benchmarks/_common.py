@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:
 
 from sqlalchemy import delete, func, select  # noqa: E402
 
-from core.embedded import NatsServer, nats_server_binary  # noqa: E402
+from core.broker.embedded import NatsServer, nats_server_binary  # noqa: E402
 from core.runtime import prepare_database  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from db.engine import Database  # noqa: E402

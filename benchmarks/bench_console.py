@@ -34,18 +34,18 @@ from dash._utils import to_json
 from sqlalchemy import select, text
 
 from core import history as core_history
-from core.permissions import ROLE_PERMISSIONS, Role
+from core.auth.permissions import ROLE_PERMISSIONS, Role
+from core.auth.users import create_user
+from core.observe.snapshot import OverviewSnapshot
 from core.priority import DEFAULT_CATEGORIES, priority_to_bucket
 from core.runtime import Runtime, prepare_database
-from core.snapshot import OverviewSnapshot
-from core.users import create_user
 from dashboard.auth import ConsoleUser
 from dashboard.pages import history as history_page
 from dashboard.pages import overview as overview_page
 from dashboard.pages import tasks as tasks_page
 from db.engine import Database
 from db.models import PriorityHistory, Task
-from db.queries import TaskFilters
+from db.queries.task_list import TaskFilters
 
 TASKS_P95_MS = 150.0
 OVERVIEW_P95_MS = 50.0

@@ -22,10 +22,10 @@ import nats
 from _common import BenchEnv, LoopThread, Row, clear_tasks, count_tasks, finish, fmt, median, parser
 from nats.js import api
 
-from core.broker import TaskMessage
+from core.broker.messages import TaskMessage
 from core.priority import priority_to_bucket, subject_for
 from core.runtime import Runtime
-from core.tasks import DispatchRequest, build_task_row
+from core.tasks.rows import DispatchRequest, build_task_row
 from db.models import Task
 
 TARGET_RATIO = 0.30
@@ -154,7 +154,7 @@ def backend_label(env: BenchEnv) -> str:
 
 def diagnose(runtime: Runtime, raw: LoopThread, js, n: int, batch: int, reset) -> dict[str, str]:
     """Split one dispatch run into: building rows, INSERT+commit, broker publish, recording seqs."""
-    import core.tasks as tasks_module
+    import core.tasks.service as tasks_module
 
     broker = runtime.broker.broker
     original_publish = broker.publish

@@ -31,11 +31,11 @@ from _common import BenchEnv, LoopThread, Row, count_tasks, finish, fmt, parser,
 from nats.js import api
 from sqlalchemy import func, select, text
 
+from core.auth.users import create_user
+from core.engine.worker import Worker, WorkerScope, WorkerThread
 from core.priority import Bucket
 from core.runtime import Runtime
-from core.tasks import DispatchRequest
-from core.users import create_user
-from core.worker import Worker, WorkerScope, WorkerThread
+from core.tasks.rows import DispatchRequest
 from db.models import PriorityHistory, Task, TaskStatus
 
 TARGET_P95_MS = 5.0

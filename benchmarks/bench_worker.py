@@ -23,11 +23,11 @@ import nats
 from _common import BenchEnv, LoopThread, Row, clear_tasks, count_tasks, finish, fmt, median, parser
 from nats.js import api
 
-from core.broker import consumer_name
+from core.broker.messages import consumer_name
+from core.engine.worker import Worker, WorkerScope, WorkerThread
 from core.priority import Bucket, subject_for
 from core.runtime import Runtime
-from core.tasks import DispatchRequest
-from core.worker import Worker, WorkerScope, WorkerThread
+from core.tasks.rows import DispatchRequest
 from db.models import Task, TaskStatus
 
 TARGET_RATIO = 0.50

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from core.builtin_tasks import default_registry
-from core.embedded import NatsServer
+from core.auth.users import create_user
+from core.broker.embedded import NatsServer
+from core.engine.worker import Worker, WorkerScope, WorkerThread
 from core.priority import Bucket
-from core.registry import TaskRegistry
 from core.runtime import Runtime, prepare_database
 from core.settings import Settings
-from core.users import create_user
-from core.worker import Worker, WorkerScope, WorkerThread
+from core.tasks.builtin import default_registry
+from core.tasks.registry import TaskRegistry
 from db.engine import Database
 from tests.support.constants import DATABASES, PASSWORD, POSTGRES_URL, ROLE_USERS
 from tests.support.harness import Recorder, make_settings, reset_stream

@@ -29,15 +29,16 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import make_url
 from waitress import create_server
 
-from core import api_tokens, user_admin
-from core.api_tokens import LAST_USED_RESOLUTION, hash_token
-from core.embedded import NatsServer, free_port
+from core.auth import tokens as api_tokens
+from core.auth import user_admin
+from core.auth.tokens import LAST_USED_RESOLUTION, hash_token
+from core.broker.embedded import NatsServer, free_port
 from core.errors import InvalidInput, NotAllowed, NotFound, WrongState
 from core.runtime import Runtime
 from dashboard.app import create_app
 from db.engine import Database
 from db.models import ApiToken, AuditLog, RolePermission, Task, TaskStatus
-from db.queries import TaskFilters, list_tasks
+from db.queries.task_list import TaskFilters, list_tasks
 from tests.support import harness
 from tests.support.constants import PASSWORD, ROLE_USERS, ROOT
 from tests.support.harness import Recorder, TcpProxy, make_settings, settings_env, spawn_worker, wait_until
@@ -46,7 +47,7 @@ pytestmark = pytest.mark.timeout(240)
 
 ROLES = ("viewer", "operator", "manager", "admin")
 EVERYONE = set(ROLES)
-# DESIGN section 2 written out per endpoint, plus dispatch_tasks (docs/architecture.md).
+# The roles table (docs/architecture.md, "Roles and permissions") written out per endpoint.
 ALLOWED = {
     "me": EVERYONE,
     "list": EVERYONE,

@@ -13,7 +13,7 @@ import sys
 import pytest
 import requests
 
-from core.embedded import free_port, port_open
+from core.broker.embedded import free_port, port_open
 from db.engine import Database
 from tests.support.constants import PASSWORD, ROLE_USERS, ROOT
 from tests.support.harness import run_cli, wait_until

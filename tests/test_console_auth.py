@@ -8,7 +8,8 @@ import re
 import pytest
 from sqlalchemy import select, update
 
-from core.users import ensure_admin, verify_password
+from core.auth.passwords import verify_password
+from core.auth.users import ensure_admin
 from dashboard.app import create_app
 from db.models import AuditLog, User
 from tests.support.constants import PASSWORD, ROLE_USERS

@@ -12,9 +12,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import insert, select, update
 
-from core import history, user_admin
+from core.auth import user_admin
+from core.auth.sessions import session_user
+from core.auth.signin import authenticate
 from core.errors import InvalidInput, NotAllowed, NotFound, WrongState
-from core.users import authenticate, session_user
+from core.observe import history
 from db.engine import Database
 from db.models import AuditLog, PriorityHistory, Task, User
 from tests.support.constants import PASSWORD, ROLE_USERS
@@ -447,7 +449,7 @@ def test_con_h005_filter_validation(seeded):
 
 
 def test_con_h007_history_rows_carry_the_task_facts_and_learn_when_it_started(runtime, start_worker):
-    from core.tasks import DispatchRequest
+    from core.tasks.rows import DispatchRequest
 
     task_id = runtime.service.dispatch_tasks([DispatchRequest("etl.load", {}, priority=2)], created_by="t")[0]
     runtime.service.upgrade_task(task_id, "prioritize", "late", "otto")

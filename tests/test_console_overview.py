@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import plotly.graph_objects as go
 from sqlalchemy import insert
 
-from core.snapshot import throughput_last_hour
+from core.observe.stats import throughput_last_hour
 from dashboard.pages import overview
 from db.models import Task
 

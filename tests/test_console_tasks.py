@@ -12,13 +12,16 @@ import pytest
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from sqlalchemy import select, update
 
-from core.permissions import ROLE_PERMISSIONS, Role
-from core.tasks import DispatchRequest
+from core.auth.permissions import ROLE_PERMISSIONS, Role
+from core.tasks import reads
+from core.tasks.rows import DispatchRequest
 from dashboard.app import create_app
 from dashboard.auth import ConsoleUser
+from dashboard.components import task_actions
 from dashboard.pages import task_detail, tasks
 from db.models import AuditLog, PriorityHistory, Task, TaskStatus, utcnow
-from db.queries import TaskFilters, count_tasks, list_tasks, normalize_sort, tasks_with_correlation
+from db.queries.task_list import TaskFilters, count_tasks, list_tasks, normalize_sort
+from db.queries.tasks import tasks_with_correlation
 from tests.support.constants import PASSWORD, ROLE_USERS
 
 
@@ -194,7 +197,7 @@ def test_con_t006_correlation_siblings(runtime):
     ],
 )
 def test_con_t010_allowed_actions_per_role(role, status, priority, expected):
-    assert tasks.allowed_actions(status, priority, ROLE_PERMISSIONS[Role(role)]) == expected
+    assert reads.allowed_actions(status, priority, ROLE_PERMISSIONS[Role(role)]) == expected
 
 
 def test_con_t011_grid_rows_carry_actions_for_the_user(runtime):
@@ -206,7 +209,7 @@ def test_con_t011_grid_rows_carry_actions_for_the_user(runtime):
     assert viewer["rowCount"] == 12 and all(r["actions"] == [] for r in viewer["rowData"])
     assert admin["rowCount"] == 4
     for row in admin["rowData"]:
-        assert row["actions"] == tasks.allowed_actions("queued", row["priority"], ROLE_PERMISSIONS[Role.ADMIN])
+        assert row["actions"] == reads.allowed_actions("queued", row["priority"], ROLE_PERMISSIONS[Role.ADMIN])
         assert row["created_at"] and "T" in row["created_at"]
     json.dumps(admin)  # the response is plain JSON
 
@@ -216,16 +219,16 @@ def test_con_t011_grid_rows_carry_actions_for_the_user(runtime):
 
 @pytest.fixture
 def flow(runtime):
-    return Ctx(runtime), tasks.signer("test-secret")
+    return Ctx(runtime), task_actions.signer("test-secret")
 
 
 def test_con_t020_upgrade_opens_dialog_then_confirm_upgrades(runtime, flow):
     ctx, serializer = flow
     task_id = runtime.service.dispatch_task("demo.echo", priority=5)
     mona = console_user("manager")
-    is_open, token, text, reason, alert, done = tasks.request_action(ctx, serializer, mona, task_id, "urgent")
+    is_open, token, text, reason, alert, done = task_actions.request_action(ctx, serializer, mona, task_id, "urgent")
     assert is_open is True and token and task_row(runtime, task_id).priority == 5  # nothing done yet
-    out = tasks.confirm_action(ctx, serializer, mona, token, "customer waiting")
+    out = task_actions.confirm_action(ctx, serializer, mona, token, "customer waiting")
     assert out[0] is False and out[5]
     assert "raised from 5" in str(out[4].children) and out[4].color == "success"
     row = task_row(runtime, task_id)
@@ -239,8 +242,8 @@ def test_con_t021_confirm_without_reason_keeps_dialog_open(runtime, flow):
     ctx, serializer = flow
     task_id = runtime.service.dispatch_task("demo.echo", priority=5)
     otto = console_user("operator")
-    token = tasks.request_action(ctx, serializer, otto, task_id, "prioritize")[1]
-    out = tasks.confirm_action(ctx, serializer, otto, token, "   ")
+    token = task_actions.request_action(ctx, serializer, otto, task_id, "prioritize")[1]
+    out = task_actions.confirm_action(ctx, serializer, otto, token, "   ")
     assert out[0] is True and "reason" in str(out[4].children)
     assert task_row(runtime, task_id).priority == 5
 
@@ -248,14 +251,17 @@ def test_con_t021_confirm_without_reason_keeps_dialog_open(runtime, flow):
 def test_con_t022_token_bound_to_user_and_unforgeable(runtime, flow):
     ctx, serializer = flow
     task_id = runtime.service.dispatch_task("demo.echo", priority=5)
-    ada_token = tasks.request_action(ctx, serializer, console_user("admin"), task_id, "critical")[1]
+    ada_token = task_actions.request_action(ctx, serializer, console_user("admin"), task_id, "critical")[1]
     for user, token in (
         (console_user("operator"), ada_token),  # someone else's dialog
         (console_user("admin"), ada_token[:-2] + "xx"),  # tampered
-        (console_user("admin"), tasks.signer("other").dumps({"user": "ada", "task": task_id, "action": "critical"})),
+        (
+            console_user("admin"),
+            task_actions.signer("other").dumps({"user": "ada", "task": task_id, "action": "critical"}),
+        ),
         (console_user("admin"), None),
     ):
-        out = tasks.confirm_action(ctx, serializer, user, token, "because", client="10.1.2.3")
+        out = task_actions.confirm_action(ctx, serializer, user, token, "because", client="10.1.2.3")
         assert out[4].color == "danger" and "not issued to you" in str(out[4].children)
     assert task_row(runtime, task_id).priority == 5
     with runtime.db.session() as session:
@@ -276,9 +282,9 @@ def test_con_t022_token_bound_to_user_and_unforgeable(runtime, flow):
         def get_timestamp(self):
             return int(time.time()) - 3600
 
-    earlier = URLSafeTimedSerializer("test-secret", salt=tasks.signer("x").salt, signer=HourAgo)
-    stale = tasks.sign_pending(earlier, console_user("admin"), task_id, "critical")
-    out = tasks.confirm_action(ctx, serializer, console_user("admin"), stale, "because")
+    earlier = URLSafeTimedSerializer("test-secret", salt=task_actions.signer("x").salt, signer=HourAgo)
+    stale = task_actions.sign_pending(earlier, console_user("admin"), task_id, "critical")
+    out = task_actions.confirm_action(ctx, serializer, console_user("admin"), stale, "because")
     assert "no longer valid" in str(out[4].children)
     with runtime.db.session() as session:
         last = session.scalars(select(AuditLog.outcome).order_by(AuditLog.id.desc()).limit(1)).one()
@@ -290,13 +296,13 @@ def test_con_t023_operator_critical_refused_by_core(runtime, flow):
     task_id = runtime.service.dispatch_task("demo.echo", priority=5)
     otto = console_user("operator")
     # The browser can ask for anything; the dialog opens, core refuses on confirm.
-    token = tasks.request_action(ctx, serializer, otto, task_id, "critical")[1]
-    out = tasks.confirm_action(ctx, serializer, otto, token, "let me")
+    token = task_actions.request_action(ctx, serializer, otto, task_id, "critical")[1]
+    out = task_actions.confirm_action(ctx, serializer, otto, token, "let me")
     assert out[4].color == "danger"
     assert task_row(runtime, task_id).priority == 5
     # Even with a stale ConsoleUser claiming admin permissions, core asks the database.
     fake_admin = ConsoleUser("test-session", "otto", Role.ADMIN, ROLE_PERMISSIONS[Role.ADMIN])
-    alert = tasks.perform_action(ctx, fake_admin, task_id, "critical", "let me")
+    alert = task_actions.perform_action(ctx, fake_admin, task_id, "critical", "let me")
     assert alert.color == "danger" and task_row(runtime, task_id).priority == 5
 
 
@@ -307,16 +313,16 @@ def test_con_t024_cancel_and_retry_act_directly_with_refusals_shown(runtime, flo
     make_failed(runtime, failed)
     otto, mona = console_user("operator"), console_user("manager")
 
-    out = tasks.request_action(ctx, serializer, otto, queued, "cancel")
+    out = task_actions.request_action(ctx, serializer, otto, queued, "cancel")
     assert out[0] is False and out[4].color == "danger" and task_row(runtime, queued).status == "queued"
-    out = tasks.request_action(ctx, serializer, mona, queued, "cancel")
+    out = task_actions.request_action(ctx, serializer, mona, queued, "cancel")
     assert out[4].color == "success" and out[5] and task_row(runtime, queued).status == "cancelled"
-    out = tasks.request_action(ctx, serializer, mona, queued, "cancel")
+    out = task_actions.request_action(ctx, serializer, mona, queued, "cancel")
     assert out[4].color == "danger" and "only queued" in str(out[4].children)
 
-    out = tasks.request_action(ctx, serializer, console_user("viewer"), failed, "retry")
+    out = task_actions.request_action(ctx, serializer, console_user("viewer"), failed, "retry")
     assert out[4].color == "danger" and task_row(runtime, failed).status == "failed"
-    out = tasks.request_action(ctx, serializer, otto, failed, "retry")
+    out = task_actions.request_action(ctx, serializer, otto, failed, "retry")
     assert out[4].color == "success"
     row = task_row(runtime, failed)
     assert row.status == "queued" and row.priority == 3
@@ -325,16 +331,16 @@ def test_con_t024_cancel_and_retry_act_directly_with_refusals_shown(runtime, flo
 def test_con_t025_not_an_upgrade_and_unknown_inputs(runtime, flow):
     ctx, serializer = flow
     task_id = runtime.service.dispatch_task("demo.echo", priority=9)
-    alert = tasks.perform_action(ctx, console_user("admin"), task_id, "prioritize", "x")
+    alert = task_actions.perform_action(ctx, console_user("admin"), task_id, "prioritize", "x")
     assert alert.color == "danger" and "would not raise it" in str(alert.children)
-    alert = tasks.perform_action(ctx, console_user("admin"), task_id, "explode", "x")
+    alert = task_actions.perform_action(ctx, console_user("admin"), task_id, "explode", "x")
     assert alert.color == "danger" and "unknown action" in str(alert.children)
-    alert = tasks.perform_action(ctx, console_user("admin"), "nope", "cancel")
+    alert = task_actions.perform_action(ctx, console_user("admin"), "nope", "cancel")
     assert alert.color == "danger" and "no task with id" in str(alert.children)
     with pytest.raises(Exception):  # PreventUpdate: not an action at all
-        tasks.request_action(ctx, serializer, console_user("admin"), {"id": 1}, "cancel")
+        task_actions.request_action(ctx, serializer, console_user("admin"), {"id": 1}, "cancel")
     with pytest.raises(Exception):
-        tasks.request_action(ctx, serializer, console_user("admin"), task_id, "drop")
+        task_actions.request_action(ctx, serializer, console_user("admin"), task_id, "drop")
 
 
 def test_con_t026_detail_click_guard():

@@ -8,11 +8,11 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-from core.audit import DENIED
+from core.auth.audit import DENIED
 from core.errors import Conflict, InvalidInput, NotAllowed, NotAnUpgrade, NotFound, WrongState
+from core.observe.stats import broker_depths, database_stats
 from core.priority import Bucket
-from core.stats import broker_depths, database_stats
-from core.tasks import DispatchRequest
+from core.tasks.rows import DispatchRequest
 from db.models import AuditLog, PriorityHistory, Task, TaskEffect
 from tests.support.constants import ROLE_USERS
 from tests.support.harness import Recorder, upgrade_all_at_once, wait_until
@@ -133,7 +133,7 @@ def test_eng005_automatic_retries_with_backoff_then_failed(runtime, start_worker
     assert row["attempts"] == 3 and row["generation"] == 3 and "DemoFailure: boom" in row["error"]
 
 
-# Which role may do what, typed out from DESIGN section 2 (retry needs prioritize_tasks).
+# Which role may do what, typed out from docs/architecture.md, "Roles and permissions" (retry needs prioritize_tasks).
 ALLOWED = {
     "viewer": set(),
     "operator": {"prioritize", "retry"},

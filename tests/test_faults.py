@@ -9,10 +9,10 @@ import sys
 import pytest
 from sqlalchemy import func, select
 
-from core.broker import TaskMessage
-from core.embedded import NatsServer
+from core.broker.embedded import NatsServer
+from core.broker.messages import TaskMessage
 from core.runtime import Runtime
-from core.tasks import TaskService
+from core.tasks.service import TaskService
 from db.engine import Database
 from db.models import Task, TaskEffect
 from tests.support.constants import ROOT

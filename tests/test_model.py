@@ -1,9 +1,9 @@
-"""The priority model and the permission table, checked against DESIGN sections 1-2 written out."""
+"""The priority model and the permission table, checked against the priority and roles tables written out."""
 
 import pytest
 
+from core.auth.permissions import ROLE_PERMISSIONS, Permission, Role
 from core.errors import InvalidInput
-from core.permissions import ROLE_PERMISSIONS, Permission, Role
 from core.priority import Bucket, Priority, UpgradeAction, parse_priority, priority_to_bucket, subject_for
 
 EXPECTED_BUCKETS = {
@@ -33,7 +33,7 @@ EXPECTED_NAMES = {
     0: "Lowest",
 }
 
-# DESIGN section 2, typed out: the source of truth these tests hold the code to. Plus
+# The roles table, typed out: the source of truth these tests hold the code to. Plus
 # dispatch_tasks (the HTTP API's dispatch; decided in docs/architecture.md): not for viewers.
 EXPECTED_PERMISSIONS = {
     "viewer": {"view_dashboard", "view_tasks"},

@@ -8,14 +8,15 @@ import re
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import requests
 
-from core.embedded import NatsServer, free_port, port_open
+from core.broker.embedded import NatsServer, free_port, port_open
 from core.runtime import Runtime, prepare_database
-from core.tasks import DispatchRequest
+from core.tasks.rows import DispatchRequest
 from dashboard.app import create_app
 from db.engine import Database
 from tests.support.constants import PASSWORD, ROLE_USERS, ROOT
@@ -58,7 +59,7 @@ def test_ops001_healthz_and_readyz_are_open_cheap_and_say_nothing_about_tasks(ap
 
 def test_ops002_readyz_says_which_part_is_down(tmp_path, settings):
     server = NatsServer(tmp_path / "own-nats", sync_always=False).start()
-    own = settings.with_overrides(nats_url=server.url)
+    own = replace(settings, nats_url=server.url)
     runtime = Runtime.open(own, require_broker=True)
     try:
         client = create_app(own, runtime).server.test_client()
@@ -77,7 +78,7 @@ def test_ops002_readyz_says_which_part_is_down(tmp_path, settings):
 
 def test_ops003_readyz_reports_an_unreachable_database(tmp_path, settings):
     path = tmp_path / "gone.db"
-    own = settings.with_overrides(database_url=f"sqlite:///{path}")
+    own = replace(settings, database_url=f"sqlite:///{path}")
     fresh = Database(own.database_url)
     prepare_database(fresh)
     fresh.dispose()
@@ -132,7 +133,7 @@ def test_ops004_metrics_count_dispatches_upgrades_and_show_queue_depths(app, run
 
 
 def test_ops005_metrics_token_when_configured(settings, runtime):
-    guarded = create_app(settings.with_overrides(metrics_token="s3cret-token-for-scrapers"), runtime)
+    guarded = create_app(replace(settings, metrics_token="s3cret-token-for-scrapers"), runtime)
     client = guarded.server.test_client()
     assert client.get("/metrics").status_code == 401
     assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401

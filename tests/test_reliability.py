@@ -11,22 +11,23 @@ import random
 import sqlite3
 import threading
 import time
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
-from core.broker import TaskMessage
-from core.builtin_tasks import registry_for
-from core.embedded import NatsServer
+from core.broker.embedded import NatsServer
+from core.broker.messages import TaskMessage
+from core.engine.leases import claim
 from core.errors import Conflict, DatabaseUnavailable, WrongState
-from core.leases import claim
-from core.outbox import relay_backlog
+from core.observe.snapshot import OverviewSnapshot
+from core.observe.stats import relay_backlog
 from core.priority import priority_to_bucket, subject_for
 from core.runtime import Runtime
-from core.snapshot import OverviewSnapshot
-from core.tasks import DispatchRequest
+from core.tasks.builtin import registry_for
+from core.tasks.rows import DispatchRequest
 from db.engine import Database
 from db.models import PriorityHistory, Task, TaskStatus, utcnow
 from tests.support.constants import POSTGRES_URL, ROLE_USERS
@@ -129,7 +130,7 @@ class OrphanWatch:
 
 @pytest.fixture
 def fast(settings):
-    return settings.with_overrides(**FAST)
+    return replace(settings, **FAST)
 
 
 def open_runtime(settings, timeout: float = 60.0) -> Runtime:
@@ -213,7 +214,7 @@ def test_rel001_killed_workers_lose_nothing_and_run_nothing_twice(fast):
 
 def test_rel002_killed_broker_loses_nothing(tmp_path, fast):
     server = NatsServer(tmp_path / "nats", sync_always=True).start()
-    settings = fast.with_overrides(nats_url=server.url)
+    settings = replace(fast, nats_url=server.url)
     runtime = Runtime.open(settings, require_broker=True)
     pool = None
     rng = random.Random(2)
@@ -269,8 +270,12 @@ def test_rel002_killed_broker_loses_nothing(tmp_path, fast):
 
 def test_rel003_cluster_keeps_processing_when_a_node_stops(tmp_path, settings):
     cluster = NatsCluster(tmp_path / "cluster").start()
-    clustered = settings.with_overrides(
-        **{**FAST, "broker_timeout_seconds": 3.0}, nats_url=cluster.url, stream_replicas=3, stream_name="SWITCHYARD_R3"
+    clustered = replace(
+        settings,
+        **{**FAST, "broker_timeout_seconds": 3.0},
+        nats_url=cluster.url,
+        stream_replicas=3,
+        stream_name="SWITCHYARD_R3",
     )
     runtime = open_runtime(clustered)
     pool = None
@@ -319,7 +324,7 @@ def test_rel004_database_briefly_unavailable_is_reported_and_survived(tmp_path, 
         url = real.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
     else:
         url = f"{database_url}?timeout=1"
-    settings = fast.with_overrides(database_url=url)
+    settings = replace(fast, database_url=url)
     runtime = Runtime.open(settings, require_broker=True)
     snapshot = OverviewSnapshot(runtime.db, runtime.broker)
     pool = None
@@ -379,7 +384,7 @@ def test_rel004_database_briefly_unavailable_is_reported_and_survived(tmp_path, 
 
 
 def test_rel005_poison_task_fails_after_its_attempts_and_work_keeps_flowing(fast):
-    fast = fast.with_overrides(task_modules=(FAULT_TASKS,))
+    fast = replace(fast, task_modules=(FAULT_TASKS,))
     runtime = Runtime.open(fast, registry=registry_for(fast), require_broker=True)
     pool = None
     rng = random.Random(5)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from core.demo import DemoTraffic
+from core.tasks.demo import DemoTraffic
 from tests.support.harness import Recorder
 from tests.test_browser import sign_in
 

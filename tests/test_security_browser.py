@@ -9,10 +9,10 @@ import pytest
 from selenium.common.exceptions import NoAlertPresentException
 from sqlalchemy import update
 
-from core import user_admin
+from core.auth import user_admin
+from core.auth.passwords import hash_password
 from core.errors import InvalidInput
 from core.priority import Bucket
-from core.users import hash_password
 from dashboard.app import PAGES
 from db.models import Task, User, utcnow
 from tests.support.constants import PASSWORD

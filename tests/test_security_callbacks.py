@@ -16,11 +16,11 @@ from typing import Callable
 import pytest
 from sqlalchemy import select, update
 
-from core import user_admin
-from core.permissions import ROLE_PERMISSIONS, Permission, Role
-from core.users import create_user
+from core.auth import user_admin
+from core.auth.permissions import ROLE_PERMISSIONS, Permission, Role
+from core.auth.users import create_user
 from dashboard.app import create_app
-from dashboard.pages import tasks as tasks_page
+from dashboard.components import task_actions
 from db.models import PriorityHistory, Task, TaskStatus, User, utcnow
 from tests.support.constants import PASSWORD, ROLE_USERS
 from tests.support.forge import (
@@ -170,7 +170,7 @@ def _confirm(action, issued_to=None):
     def prepare(c: Console, role):
         task_id = c.queued_task(0)
         owner = issued_to or NAMES[role] or "nobody"
-        token = tasks_page.signer(c.app.server.secret_key).dumps({"user": owner, "task": task_id, "action": action})
+        token = task_actions.signer(c.app.server.secret_key).dumps({"user": owner, "task": task_id, "action": action})
         values = {
             ("reason-confirm", "n_clicks"): 1,
             ("task-action-pending", "data"): token,
@@ -222,7 +222,7 @@ def _users(button):
 
 def _tokens(kind):
     def prepare(c: Console, role):
-        from core import api_tokens
+        from core.auth import tokens as api_tokens
         from db.models import ApiToken
 
         victim = c.victim()
@@ -315,7 +315,7 @@ def test_sec001_every_callback_has_a_policy_and_a_security_scenario(console):
             assert name in SAMPLES, f"{name}: add sample inputs to SAMPLES"
             assert name not in SCENARIOS, f"{name} is listed as an action but has no click input"
     # A callback registered outside a page's block never reaches Dash: create_app refuses it.
-    from dashboard.callbacks import seal
+    from dashboard.guard import seal
 
     app = console.app
     app.callback_map["stray.children"] = {"callback": lambda *a, **k: None}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 from sqlalchemy import update
@@ -243,7 +244,7 @@ def test_sec021_a_viewers_hostile_requests_change_nothing(app, runtime):
 
 
 def test_sec022_hostile_sign_in_forms_no_5xx_nobody_signed_in(settings, runtime):
-    app = create_app(settings.with_overrides(login_max_failures=1000, login_max_failures_per_address=1000), runtime)
+    app = create_app(replace(settings, login_max_failures=1000, login_max_failures_per_address=1000), runtime)
     client = app.server.test_client()
     token = form_token(client)
     names = [

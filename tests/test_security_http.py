@@ -11,16 +11,17 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from datetime import timedelta
 from http.cookies import SimpleCookie
 
 import pytest
 from sqlalchemy import func, select, update
 
+from core.auth.users import create_user
 from core.errors import InvalidInput
 from core.runtime import Runtime
 from core.settings import load_settings
-from core.users import create_user
 from dashboard.app import create_app
 from db.models import AuditLog, Task, User, utcnow
 from tests.support.constants import PASSWORD, ROLE_USERS, ROOT
@@ -232,7 +233,7 @@ def test_sec034_forwarded_headers_count_only_from_trusted_proxies(settings, runt
     assert "Strict-Transport-Security" not in client.get("/login", headers=forwarded).headers
     assert {r.address for r in audit_rows(runtime, action="sign_in")} == {"127.0.0.1"}
 
-    trusted = create_app(settings.with_overrides(trusted_proxies=1), runtime)
+    trusted = create_app(replace(settings, trusted_proxies=1), runtime)
     client = trusted.server.test_client()
     # Behind one proxy the address is what that proxy saw, whatever a client put before it.
     chain = dict(forwarded, **{"X-Forwarded-For": "198.51.100.1, 203.0.113.5", "Origin": "https://console.example"})
@@ -261,7 +262,7 @@ def _alert(response) -> str:
 
 
 def test_sec035_sign_in_throttled_per_account_per_address_and_across_processes(settings, runtime):
-    limited = settings.with_overrides(login_max_failures=3, login_max_failures_per_address=5,
+    limited = replace(settings, login_max_failures=3, login_max_failures_per_address=5,
                                       login_window_seconds=600.0)  # fmt: skip
     first = create_app(limited, runtime)
     second_runtime = Runtime.open(limited, require_broker=True)  # another process's engine and broker
@@ -310,7 +311,7 @@ def test_sec035_sign_in_throttled_per_account_per_address_and_across_processes(s
 
 
 def test_sec036_a_burst_of_guesses_gets_no_more_than_the_limit_through(settings, runtime):
-    limited = settings.with_overrides(login_max_failures=3, login_max_failures_per_address=1000)
+    limited = replace(settings, login_max_failures=3, login_max_failures_per_address=1000)
     app = create_app(limited, runtime)
     results: list[int] = []
 
@@ -329,7 +330,7 @@ def test_sec036_a_burst_of_guesses_gets_no_more_than_the_limit_through(settings,
 
 
 def test_sec037_unknown_user_and_wrong_password_cost_the_same_time(settings, runtime):
-    app = create_app(settings.with_overrides(login_max_failures_per_address=1000, login_max_failures=1000), runtime)
+    app = create_app(replace(settings, login_max_failures_per_address=1000, login_max_failures=1000), runtime)
     client = app.server.test_client()
     _attempt(client, "otto", "warm up", "192.0.2.1")
     _attempt(client, "nobody-warm", "warm up", "192.0.2.1")
@@ -442,11 +443,11 @@ def test_sec039_production_refuses_to_start_without_a_strong_secret_key(tmp_path
 
 def test_sec040_production_starts_with_a_strong_key_and_development_without_one(tmp_path, settings, runtime):
     with pytest.raises(InvalidInput, match="SWITCHYARD_SECRET_KEY"):
-        create_app(settings.with_overrides(env="production"), runtime)
+        create_app(replace(settings, env="production"), runtime)
     with pytest.raises(InvalidInput, match="SWITCHYARD_ENV"):
         load_settings({"SWITCHYARD_ENV": "staging"})
     strong = "Vd1v0kq2X-7yTqH3pM_sLr9cZw4eB8nJ5uFgA6oKiE0"
-    assert create_app(settings.with_overrides(env="production", secret_key=strong), runtime).server.secret_key == strong
+    assert create_app(replace(settings, env="production", secret_key=strong), runtime).server.secret_key == strong
     production = {
         "SWITCHYARD_ENV": "production",
         "SWITCHYARD_SECRET_KEY": strong,
@@ -578,7 +579,7 @@ def test_sec042_every_sign_in_sign_out_action_denial_and_user_change_is_one_audi
 
 
 def test_sec043_an_admin_demoted_mid_change_is_refused_and_audited(runtime, monkeypatch):
-    from core import user_admin
+    from core.auth import user_admin
 
     create_user(runtime.db, "walt", PASSWORD, "viewer")
     create_user(runtime.db, "boss", PASSWORD, "admin")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Iterable
 
 from core.auth.audit import audit, run_audited
 from core.auth.permissions import CANCEL_PERMISSION, DISPATCH_PERMISSION, RETRY_PERMISSION, UPGRADE_PERMISSIONS
@@ -46,8 +46,6 @@ from db.models import Task, TaskStatus, utcnow
 from db.queries import tasks as task_queries
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -142,7 +140,7 @@ class TaskService:
             count_dispatched(rows)
             return Dispatched(ids, self._publish([row_message(row) for row in rows]))
 
-        return self._audited(user, "dispatch", None, address, operation)
+        return run_audited(self.db, user, "dispatch", None, address, operation)
 
     # -- upgrade / cancel / retry -------------------------------------------------------------
 
@@ -207,7 +205,7 @@ class TaskService:
             metrics.UPGRADES.labels(upgrade.value).inc()
             return UpgradeResult(task.id, upgrade.value, old[1], int(target), old[2], to_bucket, requeue)
 
-        return self._audited(user, str(action)[:16] if action else "upgrade", task_id, address, operation)
+        return run_audited(self.db, user, str(action)[:16] if action else "upgrade", task_id, address, operation)
 
     def cancel_task(self, task_id: object, user: object, *, address: str | None = None) -> None:
         def operation() -> None:
@@ -232,7 +230,7 @@ class TaskService:
             metrics.CANCELLED.inc()
             self._delete_old_message(seq)
 
-        self._audited(user, "cancel", task_id, address, operation)
+        run_audited(self.db, user, "cancel", task_id, address, operation)
 
     def retry_task(self, task_id: object, user: object, *, address: str | None = None) -> None:
         """Re-run a failed task at the priority it had, with a fresh set of attempts."""
@@ -268,7 +266,7 @@ class TaskService:
             metrics.RETRIED.labels("manual").inc()
             self._publish([message])
 
-        self._audited(user, "retry", task_id, address, operation)
+        run_audited(self.db, user, "retry", task_id, address, operation)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -299,9 +297,6 @@ class TaskService:
             session, task.id, task.generation, expected_status, values, priority=priority
         ):
             raise Conflict(f"task {task.id} was changed by someone else at the same moment; reload it and try again")
-
-    def _audited(self, user: object, action: str, target: object, address: str | None, operation: Callable[[], T]) -> T:
-        return run_audited(self.db, user, action, target, address, operation)
 
     def _publish(self, messages: list[TaskMessage]) -> str | None:
         """Publish now if the broker answers; otherwise the relay does it later. Returns why

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 
-from core.registry import TaskContext, TaskRegistry
+from core.tasks.registry import TaskContext, TaskRegistry
 
 
 def register(registry: TaskRegistry) -> None:

@@ -22,7 +22,7 @@ import nats
 from nats.js.errors import NotFoundError
 from sqlalchemy import func, select
 
-from core.embedded import NatsServer, free_port, port_open
+from core.broker.embedded import NatsServer, free_port, port_open
 from core.errors import Conflict, NotAnUpgrade
 from core.settings import Settings
 from db.engine import Database
