@@ -33,9 +33,9 @@ from _common import ROOT, BenchEnv, Row, finish, parser, percentile
 from dash._utils import to_json
 from sqlalchemy import select, text
 
-from core import history as core_history
 from core.auth.permissions import ROLE_PERMISSIONS, Role
 from core.auth.users import create_user
+from core.observe import history as core_history
 from core.observe.snapshot import OverviewSnapshot
 from core.priority import DEFAULT_CATEGORIES, priority_to_bucket
 from core.runtime import Runtime, prepare_database
