@@ -152,10 +152,21 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         _configure_logging(args.command, settings)
         return COMMANDS[args.command](args, settings, environ) or 0
     except SwitchyardError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {_printable(error)}", file=sys.stderr)
         return next((code for kind, code in EXIT_CODES.items() if isinstance(error, kind)), 1)
     except KeyboardInterrupt:
         return 130
+    except Exception as error:  # a bug: still one line, never a traceback
+        logging.getLogger("switchyard").debug("unexpected error", exc_info=True)
+        print(
+            f"error: unexpected {type(error).__name__}: {_printable(error)} (a bug: please report it)", file=sys.stderr
+        )
+        return 1
+
+
+def _printable(error: BaseException) -> str:
+    """The message on one line, printable whatever bytes the arguments held."""
+    return " ".join(str(error).split()).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _configure_logging(command: str, settings: Settings) -> None:

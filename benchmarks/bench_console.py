@@ -34,6 +34,7 @@ from dash._utils import to_json
 from sqlalchemy import select, text
 
 from core.auth.permissions import ROLE_PERMISSIONS, Role
+from core.auth.tokens import system_create_token
 from core.auth.users import create_user
 from core.observe import history as core_history
 from core.observe.snapshot import OverviewSnapshot
@@ -780,6 +781,10 @@ def statistics_median(values: list[float]) -> float:
 
 BENCH_USER = "bench-admin"
 BENCH_PASSWORD = "bench password 1234"
+HOSTILE_USER = "bench-hostile"
+# The most expensive list a viewer may ask for: every status, a name prefix, the deepest offset.
+HOSTILE_QUERY = "/api/v1/tasks?status=queued,running,succeeded,failed,cancelled&q=etl.&offset=10000&limit=500"
+ME_P95_MS = 200.0
 
 
 def _memory_mb(pid: int) -> dict[str, float]:
@@ -849,6 +854,9 @@ def bench_rss(env: BenchEnv, sample_id: str, rounds: int) -> tuple[list[Row], di
     db = Database(env.database_url)
     try:
         create_user(db, BENCH_USER, BENCH_PASSWORD, "admin")
+        create_user(db, HOSTILE_USER, BENCH_PASSWORD, "viewer")
+        admin_token = system_create_token(db, BENCH_USER, "bench").secret
+        hostile_token = system_create_token(db, HOSTILE_USER, "bench").secret
     finally:
         db.dispose()
     environ = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
@@ -915,6 +923,7 @@ def bench_rss(env: BenchEnv, sample_id: str, rounds: int) -> tuple[list[Row], di
             )
             assert download["history-download-data"]["data"]["content"].count("\n") > 1000
         memory = _memory_mb(server.pid)
+        fairness = hostile_readers(base, admin_token, hostile_token)
     finally:
         server.terminate()
         try:
@@ -932,6 +941,10 @@ def bench_rss(env: BenchEnv, sample_id: str, rounds: int) -> tuple[list[Row], di
             f"{kind} p50 {_p(v, 50):.0f} / p95 {_p(v):.0f} (n={len(v)})" for kind, v in client.latencies.items()
         )
     )
+    print(
+        f"    8 hostile readers ({HOSTILE_QUERY}): answers {fairness['hostile']}; an admin's GET /api/v1/me "
+        f"p50 {fairness['busy_p50']:.1f} / p95 {fairness['busy_p95']:.1f} ms (alone: p95 {fairness['idle_p95']:.1f} ms)"
+    )
     rows = [
         Row(
             "console",
@@ -941,15 +954,70 @@ def bench_rss(env: BenchEnv, sample_id: str, rounds: int) -> tuple[list[Row], di
             "MB",
             f"<= {RSS_MB:g} MB",
             memory["VmHWM"] <= RSS_MB,
-        )
+        ),
+        Row(
+            "console",
+            "API GET /me p95 while 8 hostile readers run (baseline: alone)",
+            fairness["busy_p95"],
+            fairness["idle_p95"],
+            "ms",
+            f"<= {ME_P95_MS:g} ms",
+            fairness["busy_p95"] <= ME_P95_MS,
+        ),
     ]
     info = {
+        "fairness": fairness,
         "rss_start_mb": started["VmRSS"],
         "rss_mb": memory["VmRSS"],
         "peak_mb": memory["VmHWM"],
         "http_ms": {k: {"p50": _p(v, 50), "p95": _p(v)} for k, v in client.latencies.items()},
     }
     return rows, info
+
+
+def hostile_readers(base: str, admin_token: str, hostile_token: str, seconds: float = 15.0) -> dict[str, Any]:
+    """One viewer's token in 8 threads asks for the most expensive list the API allows, over and
+    over; meanwhile an admin asks who they are. One user's reads must not starve everyone else."""
+    import threading
+
+    import requests
+
+    def me_latencies(n: int) -> list[float]:
+        samples = []
+        with requests.Session() as session:
+            for _ in range(n):
+                started = time.perf_counter()
+                session.get(base + "/api/v1/me", headers={"Authorization": f"Bearer {admin_token}"}, timeout=60)
+                samples.append((time.perf_counter() - started) * 1000)
+                time.sleep(0.05)
+        return samples
+
+    idle = me_latencies(40)
+    stop = threading.Event()
+    answers: dict[int, int] = {}
+
+    def hostile() -> None:
+        with requests.Session() as session:
+            while not stop.is_set():
+                status = session.get(
+                    base + HOSTILE_QUERY, headers={"Authorization": f"Bearer {hostile_token}"}, timeout=120
+                ).status_code
+                answers[status] = answers.get(status, 0) + 1
+
+    threads = [threading.Thread(target=hostile, daemon=True) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    busy = me_latencies(int(seconds / 0.1))
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=180)
+    return {
+        "idle_p95": _p(idle),
+        "busy_p50": _p(busy, 50),
+        "busy_p95": _p(busy),
+        "hostile": dict(sorted(answers.items())),
+    }
 
 
 # -- main ------------------------------------------------------------------------------------------

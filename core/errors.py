@@ -4,12 +4,13 @@ The base and the errors the database raises are defined in db.errors (db imports
 core); they are re-exported here so every caller imports errors from one place.
 """
 
-from db.errors import DatabaseUnavailable, InvalidInput, SchemaOutdated, SwitchyardError
+from db.errors import DatabaseUnavailable, InvalidInput, ReadTimedOut, SchemaOutdated, SwitchyardError
 
 __all__ = [
     "SwitchyardError",
     "InvalidInput",
     "DatabaseUnavailable",
+    "ReadTimedOut",
     "SchemaOutdated",
     "NotFound",
     "NotAllowed",

@@ -110,7 +110,7 @@ def parse_upgrade_action(value: object) -> UpgradeAction:
         return UpgradeAction(str(value).strip().lower())
     except ValueError:
         names = ", ".join(a.value for a in UpgradeAction)
-        raise InvalidInput(f"unknown action {value!r}: use one of {names}") from None
+        raise InvalidInput(f"unknown action {str(value)[:40]!r}: use one of {names}") from None
 
 
 DEFAULT_CATEGORIES: tuple[str, ...] = ("etl", "webapp", "report", "alert")

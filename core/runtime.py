@@ -62,7 +62,7 @@ def describe_schema(db: Database) -> str:
 def open_database(settings: Settings, *, check: bool = True) -> Database:
     """The database alone (use it as a context manager); with check, refused unless this
     version can use it (check_database)."""
-    db = Database(settings.resolved_database_url)
+    db = Database(settings.resolved_database_url, read_timeout_seconds=settings.read_timeout_seconds)
     if check:
         try:
             check_database(db)
@@ -152,17 +152,25 @@ def run_worker_process(
         raise BrokerUnavailable("no broker: set SWITCHYARD_NATS_URL or start `python run.py serve` first")
     if not 0 <= metrics_port <= 65535:
         raise InvalidInput("--metrics-port must be a port number (0: off)")
+    # A broker found through the data folder (an embedded one) may come back on another port.
+    url_source = None if settings.nats_url else (lambda: resolve_nats_url(settings))
+    registry = registry_for(settings)
     with open_database(settings) as db:
-        worker = Worker(
-            settings, db, registry_for(settings), url, scope=scope, concurrency=concurrency, maintenance=maintenance
-        )
         if metrics_port:
             serve_metrics(metrics_port, settings.host)
+        while True:
+            worker = Worker(
+                settings, db, registry, url, scope=scope, concurrency=concurrency, maintenance=maintenance,
+                url_source=url_source,
+            )  # fmt: skip
+            asyncio.run(_run_until_signalled(worker))
+            if worker.moved_to is None:
+                return
+            url = worker.moved_to
 
-        async def run() -> None:
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, worker.stop)
-            await worker.run()
 
-        asyncio.run(run())
+async def _run_until_signalled(worker: Worker) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, worker.stop)
+    await worker.run()

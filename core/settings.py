@@ -54,6 +54,10 @@ class Settings:
     login_max_failures: int = 5
     login_max_failures_per_address: int = 20
     login_window_seconds: float = 900.0
+    session_idle_seconds: float = 8 * 3600.0
+    session_max_seconds: float = 7 * 86400.0
+    # Every read a person or a service asks for is stopped after this long (a clear 503).
+    read_timeout_seconds: float = 5.0
 
     @property
     def resolved_database_url(self) -> str:
@@ -105,6 +109,9 @@ _FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "LOGIN_MAX_FAILURES": ("login_max_failures", int),
     "LOGIN_MAX_FAILURES_PER_ADDRESS": ("login_max_failures_per_address", int),
     "LOGIN_WINDOW_SECONDS": ("login_window_seconds", float),
+    "SESSION_IDLE_SECONDS": ("session_idle_seconds", float),
+    "SESSION_MAX_SECONDS": ("session_max_seconds", float),
+    "READ_TIMEOUT_SECONDS": ("read_timeout_seconds", float),
 }
 
 
@@ -139,6 +146,12 @@ def _validate(settings: Settings) -> None:
         raise InvalidInput("SWITCHYARD_LOGIN_MAX_FAILURES and ..._PER_ADDRESS must be at least 1")
     if settings.login_window_seconds <= 0:
         raise InvalidInput("SWITCHYARD_LOGIN_WINDOW_SECONDS must be positive")
+    if not 0 < settings.session_idle_seconds <= settings.session_max_seconds:
+        raise InvalidInput(
+            "SWITCHYARD_SESSION_IDLE_SECONDS must be positive and at most SWITCHYARD_SESSION_MAX_SECONDS"
+        )
+    if not 0.1 <= settings.read_timeout_seconds <= 600:
+        raise InvalidInput("SWITCHYARD_READ_TIMEOUT_SECONDS must be from 0.1 to 600")
     if settings.max_attempts < 1:
         raise InvalidInput("SWITCHYARD_MAX_ATTEMPTS must be at least 1")
     if settings.log_format not in ("json", "text"):

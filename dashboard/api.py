@@ -35,13 +35,18 @@ from core.errors import (
 from core.observe import logs
 from core.observe.stats import queue_depths
 from core.runtime import Runtime
+from core.sanitize import MAX_DEPTH, check_json
 from core.tasks import reads
 from dashboard.auth import client_address
+from dashboard.limits import ReadGate, RefusalLimiter, TooMany
+from dashboard.openapi import openapi_document
 from dashboard.security import API_PREFIX
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
+LIST_PARAMETERS = ("status", "bucket", "category", "phase", "q", "sort", "offset", "limit", "cursor")
+BODY_MAX_DEPTH = MAX_DEPTH + 3  # {"tasks": [{"args": ...}]}: the arguments' own limit is MAX_DEPTH
 UPGRADE_FIELDS = ("action", "reason")
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
@@ -79,16 +84,23 @@ def _body(fields: tuple[str, ...] | None = None) -> dict:
     if not raw.strip():
         raise Unreadable("send a JSON object as the request body")
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as error:
         raise Unreadable(f"the body is not JSON: {error}") from None
+    except RecursionError:
+        raise Unreadable(f"the body is nested deeper than {BODY_MAX_DEPTH} levels") from None
     if not isinstance(value, dict):
         raise Unreadable("the body must be a JSON object")
+    check_json(value, "the request body", max_depth=BODY_MAX_DEPTH)
     if fields is not None:
         unknown = sorted(str(key)[:40] for key in value if key not in fields)
         if unknown:
             raise InvalidInput(f"unknown field {unknown[0]!r}: use {', '.join(fields)}")
     return value
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number: only finite numbers")
 
 
 def _allowed_methods(path: str) -> list[str]:
@@ -105,9 +117,11 @@ def _allowed_methods(path: str) -> list[str]:
     return allowed
 
 
-def install_api(server: Flask, runtime: Runtime) -> None:
+def install_api(server: Flask, runtime: Runtime, gate: ReadGate) -> None:
     db = runtime.db
     service = runtime.service
+    refusals = RefusalLimiter()
+    document = openapi_document(runtime.settings.categories)
     bp = Blueprint("api", __name__, url_prefix=API_PREFIX.rstrip("/"))
 
     def user() -> str:
@@ -116,14 +130,25 @@ def install_api(server: Flask, runtime: Runtime) -> None:
     def task(task_id: str):
         return jsonify(reads.describe_task(db, task_id))
 
+    @bp.get("/v1/openapi.json")
+    def openapi():
+        return jsonify(document)
+
     @bp.before_request
     def authenticate():
+        if request.endpoint == "api.openapi":
+            return None  # the API's description: public, says nothing about tasks
         header = request.headers.get("Authorization", "")
         scheme, _, credentials = header.strip().partition(" ")
         presented = credentials.strip() if scheme.lower() == "bearer" else header
+        address = client_address()
         try:
-            g.api_actor = authenticate_token(db, presented, address=client_address())
+            refusals.check(address)  # before anything is looked up, read or written
+            g.api_actor = authenticate_token(db, presented, address=address)
+        except TooMany as error:
+            return error_response(429, str(error), {"Retry-After": str(error.retry_after)})
         except NotAllowed as error:
+            refusals.refused(address)
             challenge = 'Bearer realm="switchyard"' + (', error="invalid_token"' if presented else "")
             return error_response(401, str(error), {"WWW-Authenticate": challenge})
         g.api_log_token = logs.bind(user=g.api_actor.username)
@@ -166,14 +191,9 @@ def install_api(server: Flask, runtime: Runtime) -> None:
     @bp.get("/v1/tasks")
     def list_tasks():
         args = request.args
-        unknown = sorted(
-            k for k in args if k not in ("status", "bucket", "category", "phase", "q", "sort", "offset", "limit")
-        )
+        unknown = sorted(k for k in args if k not in LIST_PARAMETERS)
         if unknown:
-            raise Unreadable(
-                f"unknown query parameter {unknown[0][:40]!r}: use status, bucket, category, phase, q, sort, "
-                "offset, limit"
-            )
+            raise Unreadable(f"unknown query parameter {unknown[0][:40]!r}: use {', '.join(LIST_PARAMETERS)}")
         try:
             query = reads.task_query(
                 runtime.settings.categories,
@@ -184,11 +204,13 @@ def install_api(server: Flask, runtime: Runtime) -> None:
                 text=args.get("q"),
                 sort=args.get("sort"),
                 offset=args.get("offset"),
+                cursor=args.get("cursor"),
                 limit=args.get("limit"),
             )
         except InvalidInput as error:
             raise Unreadable(str(error)) from None
-        page = reads.list_tasks(db, user(), query, address=client_address())
+        with gate.seat(user()):
+            page = reads.list_tasks(db, user(), query, address=client_address())
         return jsonify(
             tasks=page.rows,
             total=page.total,
@@ -196,11 +218,13 @@ def install_api(server: Flask, runtime: Runtime) -> None:
             offset=page.offset,
             limit=page.limit,
             next_offset=page.next_offset,
+            next_cursor=page.next_cursor,
         )
 
     @bp.get("/v1/tasks/<task_id>")
     def get_task(task_id: str):
-        return jsonify(reads.get_task(db, user(), task_id, address=client_address()))
+        with gate.seat(user()):
+            return jsonify(reads.get_task(db, user(), task_id, address=client_address()))
 
     @bp.post("/v1/tasks/<task_id>/upgrade")
     def upgrade(task_id: str):
@@ -222,7 +246,9 @@ def install_api(server: Flask, runtime: Runtime) -> None:
     @bp.get("/v1/depths")
     def depths():
         broker_error = runtime.broker_error
-        return jsonify(queue_depths(db, runtime.broker, user(), broker_error=broker_error, address=client_address()))
+        with gate.seat(user()):
+            depths = queue_depths(db, runtime.broker, user(), broker_error=broker_error, address=client_address())
+        return jsonify(depths)
 
     # Everything else under /api/ lands here (after authentication), rather than on the
     # console's catch-all page route.
@@ -240,6 +266,8 @@ def install_api(server: Flask, runtime: Runtime) -> None:
     def switchyard_error(error: SwitchyardError):
         if isinstance(error, Unreadable):
             return error_response(400, str(error))
+        if isinstance(error, TooMany):
+            return error_response(429, str(error), {"Retry-After": str(error.retry_after)})
         status = next((code for kind, code in STATUS_CODES if isinstance(error, kind)), 500)
         return error_response(status, str(error))
 

@@ -16,6 +16,7 @@ from dash import Input, Output, dcc, html
 from flask import Flask
 
 from core.auth.policy import authorize
+from core.auth.sessions import SessionLimits
 from core.auth.signin import LoginLimits
 from core.errors import NotAllowed
 from core.observe.snapshot import OverviewSnapshot
@@ -25,6 +26,7 @@ from dashboard.api import install_api
 from dashboard.auth import acting_user_or_none, client_address, csrf_token, install_auth
 from dashboard.components.common import ConsoleContext
 from dashboard.guard import install_request_checks, page_callbacks, seal
+from dashboard.limits import RESERVED_THREADS, ReadGate
 from dashboard.ops import install_ops
 from dashboard.pages import history, overview, task_detail, tasks, tokens, users
 from dashboard.security import ConsoleDash, check_secret_key, install_security, set_script_hashes
@@ -53,11 +55,12 @@ def secret_key(settings: Settings) -> str:
 def create_app(settings: Settings, runtime: Runtime) -> dash.Dash:
     server = Flask("switchyard", static_folder=None)  # no /static route: Dash serves the assets
     server.config.update(SECRET_KEY=secret_key(settings))
-    ctx = ConsoleContext(runtime, OverviewSnapshot(runtime.db, runtime.broker))
+    gate = ReadGate(settings.web_threads - RESERVED_THREADS)
+    ctx = ConsoleContext(runtime, OverviewSnapshot(runtime.db, runtime.broker), gate)
     install_ops(server, settings, ctx)  # first: every request gets its id before anything answers
     install_security(server, settings, runtime.db)  # headers, same-origin POSTs, cookies, errors
-    install_auth(server, runtime.db, LoginLimits.from_settings(settings))
-    install_api(server, runtime)
+    install_auth(server, runtime.db, LoginLimits.from_settings(settings), SessionLimits.from_settings(settings))
+    install_api(server, runtime, gate)
 
     app = ConsoleDash(
         "switchyard",

@@ -13,17 +13,19 @@ from __future__ import annotations
 import hmac
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 from html import escape
 from urllib.parse import urlparse
 
-from flask import Flask, Response, abort, redirect, request, session
+from flask import Flask, Response, abort, jsonify, redirect, request, session
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 
 from core.auth.permissions import Permission, Role
-from core.auth.sessions import end_session, session_user
+from core.auth.sessions import SessionLimits, end_session, prune_sessions, session_user
 from core.auth.signin import LoginLimits, SignInThrottled, authenticate
 from core.errors import NotAllowed
 from core.runtime import Database
+from dashboard.limits import RefusalLimiter, TooMany
 from dashboard.security import API_PREFIX, audit_refusal, refuse
 
 CSRF_COOKIE = "_csrf_token"
@@ -76,14 +78,19 @@ def _safe_next(target: str | None) -> str:
     return target
 
 
-def install_auth(server: Flask, db: Database, limits: LoginLimits | None = None) -> None:
+def install_auth(
+    server: Flask, db: Database, limits: LoginLimits | None = None, sessions: SessionLimits = SessionLimits()
+) -> None:
     manager = LoginManager()
     manager.init_app(server)
+    anonymous = RefusalLimiter()  # console requests without a session, per address
     manager.session_protection = "basic"
+    # The cookie lives as long as the longest a session may (the server ends it earlier when idle).
+    server.config["PERMANENT_SESSION_LIFETIME"] = timedelta(seconds=sessions.max_seconds)
 
     @manager.user_loader
     def load_user(token: str) -> ConsoleUser | None:
-        actor = session_user(db, token)
+        actor = session_user(db, token, sessions)
         if actor is None:
             return None
         return ConsoleUser(token, actor.username, actor.role, actor.permissions)
@@ -95,6 +102,11 @@ def install_auth(server: Flask, db: Database, limits: LoginLimits | None = None)
             return None
         if not current_user.is_authenticated:
             if path.startswith("/_dash"):
+                try:
+                    anonymous.check(client_address())
+                except TooMany as error:
+                    return jsonify(error=str(error)), 429, {"Retry-After": str(error.retry_after)}
+                anonymous.refused(client_address())
                 return refuse(401, "sign in first")
             audit_refusal("sign in first")
             return redirect(f"/login?next={request.full_path if request.query_string else path}")
@@ -134,8 +146,10 @@ def install_auth(server: Flask, db: Database, limits: LoginLimits | None = None)
                 message = str(error)
             else:
                 session.clear()  # a new session id for the new identity
+                session.permanent = True
                 login_user(ConsoleUser(signed_in.token, signed_in.username, signed_in.role, frozenset()))
                 csrf_token()
+                prune_sessions(db, sessions)
                 return redirect(_safe_next(request.args.get("next")))
         return _login_page(message, csrf_token()), 401 if message else 200
 

@@ -30,7 +30,7 @@ from flask_login import current_user
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from core.auth.audit import DENIED, record
+from core.auth.audit import DENIED, record, record_repeated
 from core.auth.permissions import Permission
 from core.auth.sessions import describe_dead_session
 from core.auth.signin import SIGN_IN
@@ -220,15 +220,13 @@ def audit_refusal(message: str) -> None:
         actor, why = _acting_name()
         action, target = "callback", policy.name
     detail = f"{message} ({why})" if why else message
-    record(
-        current_app.extensions[_DB],
-        actor=actor,
-        action=action,
-        target=target,
-        outcome=DENIED,
-        detail=detail,
-        address=request.remote_addr,
-    )
+    db = current_app.extensions[_DB]
+    if current_user.is_authenticated:
+        record(
+            db, actor=actor, action=action, target=target, outcome=DENIED, detail=detail, address=request.remote_addr
+        )
+    else:  # without a session: these come in floods, one row per address and minute counts them
+        record_repeated(db, actor=actor, action=action, target=target, detail=detail, address=request.remote_addr)
 
 
 def refuse(status: int, message: str) -> tuple[Response, int]:

@@ -16,6 +16,7 @@ from core.priority import Bucket
 from core.runtime import Runtime
 from core.settings import Settings
 from core.tasks.demo import DemoTraffic
+from dashboard import api
 from dashboard.app import create_app
 from dashboard.security import check_secret_key
 
@@ -48,11 +49,15 @@ def serve(
             worker = Worker(
                 settings, runtime.db, runtime.registry, url, scope=scope, concurrency=IN_PROCESS_CONCURRENCY
             )
-            stack.callback(WorkerThread(worker).start().stop)
+            stack.callback(WorkerThread(worker, restart=True).start().stop)
         if demo:
             stack.callback(DemoTraffic(runtime.service).start().stop)
         app = create_app(settings, runtime)
-        server = create_server(app.server, host=host, port=port, threads=settings.web_threads)
+        # waitress reads a whole body before the app sees it: never more than the API takes (the
+        # console takes less, and refuses a request without a session before reading it).
+        server = create_server(
+            app.server, host=host, port=port, threads=settings.web_threads, max_request_body_size=api.MAX_BODY_BYTES
+        )
         signal.signal(signal.SIGTERM, lambda *_: server.close())  # before the URL: a supervisor may stop us at once
         print(f"Switchyard console: http://{host}:{server.effective_port}/", flush=True)
         print(f"broker: {url}  database: {runtime.db.describe()}", flush=True)

@@ -7,8 +7,10 @@ statistics.
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Iterator
 
 from sqlalchemy import func, literal_column, select
 from sqlalchemy.engine import Connection
@@ -58,6 +60,44 @@ def serialize_by_keys(session: Session, *keys: str) -> None:
         return
     for key in keys:
         session.execute(select(func.pg_advisory_xact_lock(func.hashtext(key))))
+
+
+@contextmanager
+def time_limit(connection: Connection, seconds: float) -> Iterator[None]:
+    """Stop every statement of this transaction that runs past `seconds` in all (PostgreSQL:
+    statement_timeout for the transaction; SQLite: a progress handler that interrupts)."""
+    if not is_sqlite(connection):
+        connection.exec_driver_sql(f"SET LOCAL statement_timeout = {max(1, int(seconds * 1000))}")
+        yield
+        return
+    raw: Any = connection.connection.dbapi_connection
+    deadline = time.monotonic() + seconds
+    raw.set_progress_handler(lambda: time.monotonic() > deadline, 20_000)
+    try:
+        yield
+    finally:
+        raw.set_progress_handler(None, 0)
+
+
+def is_time_limit(error: BaseException) -> bool:
+    """The error time_limit() stops a statement with."""
+    original = getattr(error, "orig", None)
+    if getattr(original, "sqlstate", None) == "57014":  # PostgreSQL: query_canceled
+        return True
+    return "interrupted" in str(original)  # SQLite
+
+
+def lock_named(connection: Connection, key: str) -> bool:
+    """Take a lock named `key` for as long as the connection holds it (PostgreSQL's session
+    advisory lock). False on SQLite, which has no named locks."""
+    if is_sqlite(connection):
+        return False
+    connection.execute(select(func.pg_advisory_lock(func.hashtext(key))))
+    return True
+
+
+def unlock_named(connection: Connection, key: str) -> None:
+    connection.execute(select(func.pg_advisory_unlock(func.hashtext(key))))
 
 
 def relax_durability(connection: Connection) -> None:

@@ -12,7 +12,7 @@ from sqlalchemy.exc import DataError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import dialect
-from db.errors import DatabaseUnavailable, InvalidInput
+from db.errors import DatabaseUnavailable, InvalidInput, ReadTimedOut
 from db.models import Base
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 15.0
@@ -36,8 +36,9 @@ class Database:
     On PostgreSQL both are ordinary READ COMMITTED transactions and the CAS does the work.
     """
 
-    def __init__(self, url: str, *, echo: bool = False):
+    def __init__(self, url: str, *, echo: bool = False, read_timeout_seconds: float | None = None):
         self.url = make_url(url)
+        self.read_timeout_seconds = read_timeout_seconds
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         if self.is_sqlite:
             if self.url.database and self.url.database != ":memory:":
@@ -91,6 +92,28 @@ class Database:
             raise InvalidInput(_refused_value(error)) from error
 
     @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A read transaction for something a person or a service asked for: stopped after
+        `read_timeout_seconds` (ReadTimedOut, a one-line 503) so one expensive read cannot hold
+        a web thread and the database for long."""
+        limit = self.read_timeout_seconds
+        if limit is None:
+            with self.session() as session:
+                yield session
+            return
+        try:
+            with self._reader() as session, session.begin():
+                connection = session.connection()
+                with dialect.time_limit(connection, limit):
+                    yield session
+        except OperationalError as error:
+            if dialect.is_time_limit(error):
+                raise ReadTimedOut(f"this read took longer than {limit:g} s and was stopped: narrow it down") from None
+            raise DatabaseUnavailable(_describe(error)) from error
+        except DataError as error:
+            raise InvalidInput(_refused_value(error)) from error
+
+    @contextmanager
     def connect(self, write: bool = False) -> Iterator[Connection]:
         """A Core connection in a transaction, for hot paths with prebuilt statements (the
         worker's claim and finish): no ORM session to build per call."""
@@ -101,6 +124,21 @@ class Database:
             raise DatabaseUnavailable(_describe(error)) from error
         except DataError as error:
             raise InvalidInput(_refused_value(error)) from error
+
+    @contextmanager
+    def exclusive(self, key: str) -> Iterator[None]:
+        """Run the block holding a lock named `key` across processes (PostgreSQL). SQLite has no
+        named locks: callers lock in their process too, and an SQLite deployment serves the
+        console from one process."""
+        if self.is_sqlite:
+            yield
+            return
+        with self.connect() as connection:
+            dialect.lock_named(connection, key)
+            try:
+                yield
+            finally:
+                dialect.unlock_named(connection, key)
 
     def ping(self) -> None:
         """One `SELECT 1`: DatabaseUnavailable unless the database answers."""

@@ -18,5 +18,9 @@ class DatabaseUnavailable(SwitchyardError):
     pass
 
 
+class ReadTimedOut(DatabaseUnavailable):
+    """A read a person or a service asked for ran past its time limit and was stopped."""
+
+
 class SchemaOutdated(SwitchyardError):
     """The database's schema is not the one this version needs (or there is none yet)."""

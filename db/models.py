@@ -245,7 +245,9 @@ class WebSession(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     user_id: Mapped[int] = mapped_column(Integer, index=True)
     session_version: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    # The last request it made, written at most once a minute (the idle timeout counts from it).
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     address: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
@@ -286,6 +288,8 @@ class AuditLog(Base):
     outcome: Mapped[str] = mapped_column(String(16))
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
     address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Refusals of anonymous and invalid credentials are one row per address per minute, counted.
+    count: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
     __table_args__ = (
         # Sign-in throttling counts recent failures per account and per address (core/security.py).
@@ -309,6 +313,8 @@ class WorkerRecord(Base):
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     tasks_run: Mapped[int] = mapped_column(Integer, default=0)
+    # Why it stopped, when it died of an error it did not handle (None: stopped as asked).
+    exit_error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class TaskEffect(Base):

@@ -58,6 +58,8 @@ EXPECTED_PERMISSIONS = {
         "manage_users",
         "view_history",
     },
+    # A producer's token: dispatch at any priority, nothing else.
+    "service": {"dispatch_tasks", "dispatch_any_priority"},
 }
 
 

@@ -12,6 +12,7 @@ import logging
 from typing import Callable, TypeVar
 
 from core.errors import DatabaseUnavailable, NotAllowed, SwitchyardError
+from core.sanitize import fit
 from db.engine import Database, Transaction
 from db.models import utcnow
 from db.queries import audit as audit_queries
@@ -42,7 +43,7 @@ def audit(
         session,
         at=utcnow(),
         actor=storable(actor, 64) if actor else None,
-        action=action[:32],
+        action=storable(action, 32),
         target=None if target is None else storable(target, 128),
         outcome=outcome,
         detail=None if detail is None else storable(detail, 2000),
@@ -51,8 +52,8 @@ def audit(
 
 
 def storable(value: object, limit: int) -> str:
-    """A (possibly hostile) value as text every database stores: PostgreSQL refuses NUL bytes."""
-    return str(value).replace("\x00", "\N{REPLACEMENT CHARACTER}")[:limit]
+    """A (possibly hostile) value as text every database stores, cut at the column's size."""
+    return fit(value, limit)
 
 
 def audit_name(value: object) -> str:
@@ -86,6 +87,36 @@ def record(
             )
     except DatabaseUnavailable:
         log.warning("could not audit %s %s: database unavailable", outcome, action)
+
+
+def record_repeated(
+    db: Database,
+    *,
+    actor: object,
+    action: str,
+    target: object = None,
+    detail: str,
+    address: str | None,
+) -> None:
+    """A refusal that comes in floods (an invalid API token, a request without a session): one
+    `denied` row per address, refusal and minute, whose count goes up with each repeat. Never
+    raises."""
+    now = utcnow()
+    who = storable(actor, 64) if actor else None
+    what = storable(target, 128) if target not in (None, "") else None
+    action, detail = storable(action, 32), storable(detail, 2000)
+    minute = now.replace(second=0, microsecond=0)
+    try:
+        with db.session(write=True) as session:
+            if not audit_queries.count_again(
+                session, since=minute, actor=who, action=action, target=what, detail=detail, address=address
+            ):
+                audit_queries.add_entry(
+                    session, at=now, actor=who, action=action, target=what, outcome=DENIED, detail=detail,
+                    address=address,
+                )  # fmt: skip
+    except DatabaseUnavailable:
+        log.warning("could not audit denied %s: database unavailable", action)
 
 
 def run_audited(

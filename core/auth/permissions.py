@@ -19,6 +19,7 @@ class Permission(str, Enum):
     MANAGE_USERS = "manage_users"
     VIEW_HISTORY = "view_history"
     DISPATCH_TASKS = "dispatch_tasks"
+    DISPATCH_ANY_PRIORITY = "dispatch_any_priority"  # the service role's: 8-10 without the named actions
 
 
 class Role(str, Enum):
@@ -26,6 +27,7 @@ class Role(str, Enum):
     OPERATOR = "operator"
     MANAGER = "manager"
     ADMIN = "admin"
+    SERVICE = "service"  # a producer's API token: dispatch at any priority, nothing else
 
 
 _VIEW = {Permission.VIEW_DASHBOARD, Permission.VIEW_TASKS}
@@ -37,6 +39,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.OPERATOR: frozenset(_OPERATE),
     Role.MANAGER: frozenset(_MANAGE),
     Role.ADMIN: frozenset(_MANAGE | {Permission.CRITICAL_TASKS, Permission.MANAGE_USERS}),
+    Role.SERVICE: frozenset({Permission.DISPATCH_TASKS, Permission.DISPATCH_ANY_PRIORITY}),
 }
 
 # What a refusal says a person may not do: "not allowed: viewer 'vera' may not <phrase>". An
@@ -50,6 +53,7 @@ PHRASES: dict[Permission, str] = {
     Permission.CRITICAL_TASKS: "make tasks critical",
     Permission.CANCEL_TASKS: "cancel tasks",
     Permission.DISPATCH_TASKS: "dispatch tasks",
+    Permission.DISPATCH_ANY_PRIORITY: "dispatch at any priority",
     Permission.MANAGE_USERS: "manage users",
 }
 
@@ -58,6 +62,16 @@ UPGRADE_PERMISSIONS: dict[UpgradeAction, Permission] = {
     UpgradeAction.URGENT: Permission.URGENT_TASKS,
     UpgradeAction.CRITICAL: Permission.CRITICAL_TASKS,
 }
+
+
+def dispatch_permission(priority: int) -> Permission | None:
+    """Besides dispatch_tasks, what dispatching at `priority` needs: at 8, 9 and 10 the named
+    action's permission (an escalation is an escalation, new task or not); None below 8."""
+    for action, permission in UPGRADE_PERMISSIONS.items():
+        if action.target == priority:
+            return permission
+    return None
+
 
 RETRY_PERMISSION = Permission.PRIORITIZE_TASKS
 CANCEL_PERMISSION = Permission.CANCEL_TASKS

@@ -1,15 +1,24 @@
 """Signing in with a password, and the throttle in front of it.
 
 Throttling keeps no state of its own: the audit log already holds every sign-in attempt with its
-account, address and time, so every web process counts the same rows. An attempt is written as
-a failure before its password is checked (and turned into a success afterwards), so attempts
-running at the same moment count each other and a burst cannot get more than the limit through.
+account, address and time, so every web process counts the same rows.
+
+- Per address: at most `per_address` failures in the window, then the address waits for the
+  window to pass (a guesser moving from account to account).
+- Per account: after `per_account` failures (counted since the account's last successful
+  sign-in) every further attempt waits a delay that doubles with each failure, from
+  ACCOUNT_DELAY_SECONDS up to ACCOUNT_DELAY_CAP_SECONDS, counted from the last failure. A guesser
+  gets one guess a minute at most; the owner is never locked out for longer than that.
+- Attempts for one account are checked one at a time (a lock per account, held across the
+  password check), so a burst of guesses cannot get more than the limit through, and the owner
+  signing in from several tabs at once is not refused.
 """
 
 from __future__ import annotations
 
 import math
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -26,6 +35,9 @@ from db.queries import users as user_queries
 
 SIGN_IN = "sign_in"
 WRONG_CREDENTIALS = "wrong user name or password"
+ACCOUNT_DELAY_SECONDS = 5.0
+ACCOUNT_DELAY_CAP_SECONDS = 60.0
+ACCOUNT_DELAY_DOUBLINGS = 4  # 5, 10, 20, 40, then the cap
 
 
 class SignInThrottled(NotAllowed):
@@ -65,30 +77,46 @@ def throttle_wait(
 ) -> float | None:
     """Seconds until this account and address may try again, or None when they may now.
 
-    Run in the write transaction that records the attempt, so concurrent attempts for the same
-    account or address count one after the other (db.dialect.serialize_by_keys)."""
-    dialect.serialize_by_keys(session, f"sign_in:actor:{name}", f"sign_in:address:{address}")
+    Run in the write transaction that records the attempt, so concurrent attempts from one
+    address count one after the other (db.dialect.serialize_by_keys)."""
+    dialect.serialize_by_keys(session, f"sign_in:address:{address}")
     window = timedelta(seconds=limits.window_seconds)
-    checks: list[tuple[dict, int]] = []
-    if name:
-        checks.append(({"actor": name}, limits.per_account))
-    if address:
-        checks.append(({"address": address}, limits.per_address))
     waits: list[float] = []
-    for who, limit in checks:
-        times = audit_queries.failure_times(
-            session,
-            action=SIGN_IN,
-            failure_outcome=DENIED,
-            failure_detail=WRONG_CREDENTIALS,
-            success_outcome=OK,
-            since=now - window,
-            limit=limit,
-            **who,
-        )
-        if len(times) >= limit:
+    if address:
+        times = _failures(session, now - window, limits.per_address, address=address)
+        if len(times) >= limits.per_address:
             waits.append((times[-1] + window - now).total_seconds())
+    if name:
+        times = _failures(session, now - window, limits.per_account + ACCOUNT_DELAY_DOUBLINGS, actor=name)
+        beyond = len(times) - limits.per_account
+        if beyond >= 0:
+            delay = min(ACCOUNT_DELAY_SECONDS * 2**beyond, ACCOUNT_DELAY_CAP_SECONDS)
+            wait = (times[0] + timedelta(seconds=delay) - now).total_seconds()
+            if wait > 0:
+                waits.append(wait)
     return max(waits) if waits else None
+
+
+def _failures(session: Transaction, since: datetime, limit: int, **who: str) -> list[datetime]:
+    return audit_queries.failure_times(
+        session,
+        action=SIGN_IN,
+        failure_outcome=DENIED,
+        failure_detail=WRONG_CREDENTIALS,
+        success_outcome=OK,
+        since=since,
+        limit=limit,
+        **who,
+    )
+
+
+# Attempts for one account take turns in this process (and, on PostgreSQL, across processes:
+# Database.exclusive). Striped: a bounded set of locks whatever names are tried.
+_ACCOUNT_LOCKS = [threading.Lock() for _ in range(64)]
+
+
+def _account_lock(name: str) -> threading.Lock:
+    return _ACCOUNT_LOCKS[hash(name) % len(_ACCOUNT_LOCKS)]
 
 
 def authenticate(
@@ -105,6 +133,13 @@ def authenticate(
     (SignInThrottled), whatever the password."""
     limits = limits or LoginLimits()
     name = storable(username, 64) if isinstance(username, str) else ""
+    with _account_lock(name), db.exclusive(f"sign_in:actor:{name}"):
+        return _authenticate(db, name, username, password, address, limits)
+
+
+def _authenticate(
+    db: Database, name: str, username: object, password: object, address: str | None, limits: LoginLimits
+) -> SignedIn:
     known: tuple[int, str, int] | None = None
     with db.session(write=True) as session:
         now = utcnow()

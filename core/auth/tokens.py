@@ -21,7 +21,7 @@ import secrets
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
-from core.auth.audit import DENIED, audit, audit_name, record, run_audited
+from core.auth.audit import audit, audit_name, record_repeated, run_audited
 from core.auth.permissions import Permission
 from core.auth.policy import Acting, Actor, authorize, load_actor
 from core.errors import InvalidInput, NotAllowed, NotFound, WrongState
@@ -34,6 +34,7 @@ TOKEN_PREFIX = "swy_"
 TOKEN_BYTES = 32
 PREFIX_LENGTH = len(TOKEN_PREFIX) + 8
 TOKEN_PATTERN = re.compile(r"^swy_[A-Za-z0-9_-]{43}$")
+TOKEN_ID = re.compile(r"^[0-9]{1,9}$")  # ASCII digits: "²".isdigit() is True, and int("²") fails
 MAX_NAME_LENGTH = 64
 MAX_ACTIVE_TOKENS = 50
 # last_used_at is written at most this often per token, so reading the API does not turn every
@@ -119,7 +120,7 @@ def _find(session: Transaction, ref: object) -> tuple[ApiToken, str]:
     """A token by its id (a number) or its visible prefix, with its owner's name."""
     if isinstance(ref, int) and not isinstance(ref, bool):
         row = token_queries.token_by_id(session, ref)
-    elif isinstance(ref, str) and ref.strip().isdigit() and len(ref.strip()) < 10:
+    elif isinstance(ref, str) and TOKEN_ID.match(ref.strip()):
         row = token_queries.token_by_id(session, int(ref.strip()))
     elif isinstance(ref, str) and ref.strip().startswith(TOKEN_PREFIX) and len(ref.strip()) <= 64:
         row = token_queries.token_by_prefix(session, ref.strip()[:PREFIX_LENGTH])
@@ -284,7 +285,9 @@ def authenticate_token(db: Database, presented: object, *, address: str | None =
                 return actor
     else:
         problem = "malformed API token"
-    record(db, actor=owner, action="api.auth", target=prefix, outcome=DENIED, detail=problem, address=address)
+    # An unknown token's prefix names nothing: left out, so a flood of random tokens is one row.
+    target = prefix if owner else None
+    record_repeated(db, actor=owner, action="api.auth", target=target, detail=problem, address=address)
     raise NotAllowed(INVALID_TOKEN)
 
 

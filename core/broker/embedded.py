@@ -144,7 +144,9 @@ def resolve_nats_url(settings: Settings) -> str | None:
 
 
 def start_embedded_broker(settings: Settings) -> NatsServer | None:
-    """Start the embedded broker unless one is configured or already running here."""
+    """Start the embedded broker unless one is configured or already running here. It keeps
+    its port from one start to the next when that port is free, so workers started on their
+    own find it where it was (and follow it through the data folder when it moved)."""
     if settings.nats_url:
         return None
     existing = resolve_nats_url(settings)
@@ -152,9 +154,24 @@ def start_embedded_broker(settings: Settings) -> NatsServer | None:
         host, _, port = existing.rpartition("//")[2].partition(":")
         if port.isdigit() and port_open(host, int(port)):
             return None
-    server = NatsServer(settings.data_dir / "nats").start()
+    remembered = _remembered_port(settings)
+    free = remembered if remembered and not port_open("127.0.0.1", remembered) else None
+    server = NatsServer(settings.data_dir / "nats", port=free).start()
     settings.embedded_broker_url_file.write_text(server.url)
+    _port_file(settings).write_text(str(server.port))
     return server
+
+
+def _port_file(settings: Settings) -> Path:
+    return settings.data_dir / "nats" / "port"
+
+
+def _remembered_port(settings: Settings) -> int | None:
+    try:
+        text = _port_file(settings).read_text().strip()
+    except FileNotFoundError:
+        return None
+    return int(text) if text.isdecimal() and 0 < int(text) < 65536 else None
 
 
 def stop_embedded_broker(settings: Settings, server: NatsServer | None) -> None:

@@ -14,13 +14,14 @@ import concurrent.futures
 import json
 import logging
 import threading
+import time
 from typing import Any, Callable, Coroutine, Iterable, TypeVar
 
 import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import api
-from nats.js.errors import NotFoundError
+from nats.js.errors import NoStreamResponseError, NotFoundError
 
 from core.broker.messages import DOORBELL_SUBJECT, Published, Pulled, TaskMessage, consumer_name
 from core.errors import BrokerUnavailable
@@ -30,6 +31,8 @@ from core.settings import Settings
 log = logging.getLogger(__name__)
 
 _NO_MESSAGES_STATUSES = {"404", "408"}
+_NO_STREAM_STATUS = "503"  # no responders: the stream or the consumer is gone
+TOPOLOGY_RECHECK_SECONDS = 2.0
 
 T = TypeVar("T")
 
@@ -52,13 +55,28 @@ class TaskBroker:
         self._pull_queue: asyncio.Queue[Msg] = asyncio.Queue()
         self._pull_lock = asyncio.Lock()
         self._pull_counter = 0
+        self._topology_lock = asyncio.Lock()
+        self._topology_checked = 0.0
+        # Set when the stream had to be created again (a broker that lost its store): whoever
+        # holds the tasks' rows republishes them (the reconciler).
+        self.topology_restored = asyncio.Event()
 
     # -- connection -------------------------------------------------------------------------
 
-    async def connect(self, *, retry_forever: bool = False, name: str = "switchyard") -> None:
-        """Connect once (a clear error when the broker is down) or, for daemons, until it works."""
+    async def connect(
+        self,
+        *,
+        retry_forever: bool = False,
+        name: str = "switchyard",
+        url_source: Callable[[], str | None] | None = None,
+    ) -> None:
+        """Connect once (a clear error when the broker is down) or, for daemons, until it works.
+        `url_source` says where the broker is now, before every attempt (an embedded broker that
+        came back on another port)."""
         delay = 0.2
         while True:
+            if url_source is not None:
+                self.url = url_source() or self.url
             try:
                 self.nc = await nats.connect(
                     [server.strip() for server in self.url.split(",") if server.strip()],
@@ -68,6 +86,7 @@ class TaskBroker:
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=0.5,
                     error_cb=self._on_error,
+                    reconnected_cb=self._on_reconnected,
                 )
                 self.js = self.nc.jetstream(timeout=self.settings.broker_timeout_seconds)
                 self.jsm = self.nc.jsm(timeout=self.settings.broker_timeout_seconds)
@@ -81,6 +100,10 @@ class TaskBroker:
 
     async def _on_error(self, error: Exception) -> None:
         log.debug("nats: %s", error)
+
+    async def _on_reconnected(self) -> None:
+        """A broker that restarted may have lost its store: make sure the stream is there."""
+        asyncio.ensure_future(self.recover_topology(force=True))
 
     async def close(self) -> None:
         if self.nc is not None and not self.nc.is_closed:
@@ -106,9 +129,39 @@ class TaskBroker:
 
     # -- topology ---------------------------------------------------------------------------
 
-    async def ensure_topology(self) -> None:
+    async def recover_topology(self, *, force: bool = False) -> bool:
+        """Create the stream and consumers again if they are gone (after a reconnect, or when a
+        call said "stream not found"). At most once every TOPOLOGY_RECHECK_SECONDS unless forced.
+        True if the stream had to be created."""
+        async with self._topology_lock:
+            now = time.monotonic()
+            if not force and now - self._topology_checked < TOPOLOGY_RECHECK_SECONDS:
+                return False
+            self._topology_checked = now
+            try:
+                created = await self.ensure_topology()
+            except BrokerUnavailable as error:
+                log.warning("stream and consumers not checked: %s", error)
+                return False
+        if created:
+            log.warning("stream %s was missing and has been created again", self.stream)
+            self.topology_restored.set()
+        return created
+
+    async def stream_exists(self) -> bool:
+        try:
+            await self.jsm.stream_info(self.stream)
+            return True
+        except NotFoundError:
+            return False
+        except Exception as error:
+            raise nats_error(error) from error
+
+    async def ensure_topology(self) -> bool:
         """Create (or bring up to date) the WorkQueue stream and one durable consumer per
-        category x phase x bucket. Safe to call from every process at every start."""
+        category x phase x bucket. Safe to call from every process at every start. True if the
+        stream had to be created."""
+        created = False
         config = api.StreamConfig(
             name=self.stream,
             subjects=[f"{SUBJECT_ROOT}.>"],
@@ -122,6 +175,7 @@ class TaskBroker:
                 info = await self.jsm.stream_info(self.stream)
             except NotFoundError:
                 await self.jsm.add_stream(config)
+                created = True
             else:
                 if info.config.retention != api.RetentionPolicy.WORK_QUEUE:
                     raise BrokerUnavailable(
@@ -154,6 +208,7 @@ class TaskBroker:
             raise
         except Exception as error:
             raise nats_error(error) from error
+        return created
 
     # -- publishing -------------------------------------------------------------------------
 
@@ -166,6 +221,19 @@ class TaskBroker:
         messages = list(messages)
         if not messages:
             return []
+        results = await self._publish_once(messages)
+        lost = [i for i, r in enumerate(results) if isinstance(r, NoStreamResponseError)]
+        if lost:  # no stream listens on tasks.>: the broker lost it; create it and try once more
+            await self.recover_topology(force=True)
+            again = await self._publish_once([messages[i] for i in lost])
+            for index, result in zip(lost, again):
+                results[index] = result
+        published = sorted({r.message.subject for r in results if isinstance(r, Published)})
+        if published:
+            await self.ring(published)
+        return results
+
+    async def _publish_once(self, messages: list[TaskMessage]) -> list[Published | Exception]:
         futures: list[asyncio.Future | Exception] = []
         try:
             async with asyncio.timeout(self.settings.broker_timeout_seconds):
@@ -188,9 +256,6 @@ class TaskBroker:
             results.append(_publish_result(message, future))
         for message in messages[len(futures) :]:
             results.append(BrokerUnavailable("broker unavailable: no answer in time"))
-        published = sorted({r.message.subject for r in results if isinstance(r, Published)})
-        if published:
-            await self.ring(published)
         return results
 
     async def ring(self, subjects: Iterable[str] = ()) -> None:
@@ -219,6 +284,15 @@ class TaskBroker:
         )
         return bool(reply.get("success"))
 
+    async def discard(self, stream_seqs: Iterable[int]) -> None:
+        """Best effort: delete messages that are known to be stale (a stale message left behind
+        is dropped unrun by the worker that pulls it; deleting it keeps depths honest)."""
+        for seq in stream_seqs:
+            try:
+                await self.delete_message(seq)
+            except BrokerUnavailable as error:
+                log.info("stale message %s not deleted (%s); workers will drop it", seq, error)
+
     async def message_at(self, stream_seq: int) -> TaskMessage | None:
         """The task message stored at this sequence, or None if there is none."""
         reply = await self._api_request(f"$JS.API.STREAM.MSG.GET.{self.stream}", {"seq": stream_seq})
@@ -240,6 +314,8 @@ class TaskBroker:
             raise nats_error(error) from error
         reply = json.loads(msg.data)
         refusal = reply.get("error")
+        if refusal and refusal.get("err_code") == 10059:  # stream not found
+            asyncio.ensure_future(self.recover_topology())
         if refusal and refusal.get("err_code") not in (10037, 10057):  # "no message found"
             raise BrokerUnavailable(f"broker refused {subject.split('.')[3].lower()}: {refusal.get('description')}")
         return reply
@@ -279,6 +355,8 @@ class TaskBroker:
                             exhausted = True
                             break
                         elif msg.subject == reply_to:  # 409, 503: refused or not ready; try again later
+                            if status == _NO_STREAM_STATUS:
+                                asyncio.ensure_future(self.recover_topology())
                             break
             except TimeoutError:
                 pass
@@ -290,6 +368,10 @@ class TaskBroker:
         """Messages waiting per subject (one stream_info call)."""
         try:
             info = await self.jsm.stream_info(self.stream, subjects_filter=f"{SUBJECT_ROOT}.>")
+        except NotFoundError:
+            if await self.recover_topology(force=True):
+                return {}  # a new, empty stream
+            raise BrokerUnavailable(f"broker unavailable: stream {self.stream} not found") from None
         except Exception as error:
             raise nats_error(error) from error
         return dict(info.state.subjects or {})

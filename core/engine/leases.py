@@ -7,7 +7,6 @@ one transaction (core.engine.group_commit); the statements are db.queries.leases
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import traceback
@@ -16,6 +15,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from core.broker.messages import TaskMessage
+from core.errors import InvalidInput
+from core.sanitize import clean_json, clean_text
 from core.settings import Settings
 from core.tasks.registry import TaskContext, TaskRegistry
 from core.tasks.rows import DispatchRequest, build_task_row, row_message
@@ -23,6 +24,11 @@ from db.engine import Connection
 from db.queries import leases
 
 log = logging.getLogger(__name__)
+
+# How much of what task code produces is kept (characters of text or of JSON).
+ERROR_LIMIT = 4000
+RESULT_LIMIT = 256 * 1024
+EFFECT_LIMIT = 64 * 1024
 
 
 @dataclass
@@ -47,6 +53,7 @@ class Outcome:
     ok: bool
     result: Any = None
     error: str | None = None
+    final: bool = False  # a failure that another attempt would repeat: no retry
 
 
 @dataclass
@@ -57,6 +64,13 @@ class Finished:
     ctx: TaskContext
     outcome: Outcome
     follow_up: list[TaskMessage] = field(default_factory=list)
+
+    def unstorable(self, error: BaseException) -> "Finished":
+        """The same task, failed for good because its outcome could not be written. The text is
+        plain, so writing it cannot fail the same way."""
+        why = f"{type(error).__name__}: {clean_text(error, 300)}".encode("ascii", "replace").decode()
+        outcome = Outcome(False, error=f"its outcome could not be stored: {why}", final=True)
+        return Finished(self.claimed, self.ctx, outcome)
 
 
 def claim(
@@ -90,57 +104,79 @@ def record_outcome(
     for a pipeline, the next phase's row), queued again after a backoff, or failed after the last
     attempt. False if the lease was lost (reaped): the outcome is discarded. The next phase's
     message, to publish after the commit, is left in item.follow_up."""
-    claimed, outcome = item.claimed, item.outcome
+    claimed = item.claimed
+    follow_up = None
+    effects: list[Any] = []
+    if item.outcome.ok:
+        try:
+            effects = [clean_json(value, EFFECT_LIMIT) for value in item.ctx.effects]
+            follow_up = _follow_up(settings, registry, claimed, item.outcome.result, now)
+        except Exception as error:  # arguments too large, an unknown next task, an effect ...
+            item.outcome = Outcome(False, error=clean_text(f"{error}", ERROR_LIMIT), final=True)
+    outcome = item.outcome
     task_id, token = claimed.id, claimed.lease_token
     if outcome.ok:
         recorded = leases.succeed(connection, task_id, token, now, outcome.result)
-    elif claimed.attempts < claimed.max_attempts:
+    elif claimed.attempts < claimed.max_attempts and not outcome.final:
         due = now + retry_backoff(settings, claimed.attempts)
         recorded = leases.requeue(connection, task_id, token, now, outcome.error, due)
     else:
         recorded = leases.fail(connection, task_id, token, now, outcome.error)
     if not recorded:
         return False
-    if outcome.ok and item.ctx.effects:
+    if outcome.ok and effects:
         leases.add_effects(
             connection,
             [
                 dict(task_id=task_id, generation=claimed.generation, worker_id=worker_id, recorded_at=now, value=v)
-                for v in item.ctx.effects
+                for v in effects
             ],
         )
-    next_task = registry.get(claimed.name).next_task if outcome.ok else None
-    if next_task:
-        request = DispatchRequest(
-            next_task,
-            args=outcome.result if isinstance(outcome.result, dict) else {"input": outcome.result},
-            priority=claimed.priority,
-            category=claimed.category,
-            phase=registry.get(next_task).phase,
-            correlation_id=claimed.correlation_id,
-        )
-        row = build_task_row(settings, registry, request, now, f"pipeline:{claimed.id}")
-        leases.insert_tasks(connection, [row])
-        item.follow_up = [row_message(row)]
+    if follow_up is not None:
+        leases.insert_tasks(connection, [follow_up])
+        item.follow_up = [row_message(follow_up)]
     return True
 
 
+def _follow_up(
+    settings: Settings, registry: TaskRegistry, claimed: Claimed, result: Any, now: datetime
+) -> dict[str, Any] | None:
+    """The next phase's row, for a pipeline task that succeeded (None for the last phase)."""
+    next_task = registry.get(claimed.name).next_task
+    if not next_task:
+        return None
+    request = DispatchRequest(
+        next_task,
+        args=result if isinstance(result, dict) else {"input": result},
+        priority=claimed.priority,
+        category=claimed.category,
+        phase=registry.get(next_task).phase,
+        correlation_id=claimed.correlation_id,
+    )
+    try:
+        return build_task_row(settings, registry, request, now, f"pipeline:{claimed.id}")
+    except InvalidInput as error:
+        raise InvalidInput(f"its follow-up {next_task} could not be dispatched: {error}") from None
+
+
 def run_task(registry: TaskRegistry, claimed: Claimed, ctx: TaskContext) -> Outcome:
-    """Call the task's function; any exception is the task's failure, described in one line."""
+    """Call the task's function. Whatever it does (raise anything, even SystemExit; return
+    something JSON cannot hold) is its own outcome, described safely: never the worker's."""
     try:
         spec = registry.get(claimed.name)
         result = spec.func(ctx, **(claimed.args or {}))
-        return Outcome(True, _jsonable(result))
-    except Exception as error:
-        log.info("task %s (%s) failed: %s", claimed.id, claimed.name, error, extra={"task_id": claimed.id})
+        return Outcome(True, clean_json(result, RESULT_LIMIT))
+    except BaseException as error:
+        described = describe_failure(error)
+        log.info("task %s (%s) failed: %s", claimed.id, claimed.name, described, extra={"task_id": claimed.id})
+        return Outcome(False, error=described)
+
+
+def describe_failure(error: BaseException) -> str:
+    """`Type: message (at file:line)`, safe to store and at most about ERROR_LIMIT long."""
+    try:
         last = traceback.extract_tb(error.__traceback__)[-1:] if error.__traceback__ else []
         where = f" (at {last[0].filename.rsplit('/', 1)[-1]}:{last[0].lineno})" if last else ""
-        return Outcome(False, error=f"{type(error).__name__}: {error}{where}"[:4000])
-
-
-def _jsonable(value: Any) -> Any:
-    try:
-        json.dumps(value)
-        return value
-    except (TypeError, ValueError):
-        return repr(value)[:4000]
+    except Exception:
+        where = ""
+    return clean_text(f"{type(error).__name__}: {clean_text(error, ERROR_LIMIT)}{where}", ERROR_LIMIT)

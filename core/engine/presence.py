@@ -34,6 +34,13 @@ def register(db: Database, worker_id: str, buckets: str, scope: str, concurrency
         )
 
 
+def died(db: Database, worker_id: str, error: str) -> None:
+    """The worker stopped on an error it did not handle: the overview shows it."""
+    now = utcnow()
+    with db.session(write=True) as session:
+        workers.touch(session, worker_id, stopped_at=now, last_seen_at=now, exit_error=error)
+
+
 def touch(db: Database, worker_id: str, tasks_run: int, *, stopped: bool = False) -> None:
     now = utcnow()
     values = {"last_seen_at": now, "tasks_run": tasks_run}

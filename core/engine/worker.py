@@ -30,7 +30,7 @@ from core.broker.messages import Msg, TaskMessage, consumer_name, stream_sequenc
 from core.engine import presence
 from core.engine.fetching import HOLD_SECONDS, MessageSource
 from core.engine.group_commit import GroupCommit
-from core.engine.leases import Claimed, Finished, claim, extend_lease, record_outcome, run_task
+from core.engine.leases import Claimed, Finished, claim, describe_failure, extend_lease, record_outcome, run_task
 from core.engine.maintenance import reap_expired_leases, reconcile
 from core.errors import BrokerUnavailable, DatabaseUnavailable, InvalidInput
 from core.observe import logs, metrics
@@ -42,6 +42,9 @@ from db.engine import Database
 from db.models import utcnow
 
 log = logging.getLogger(__name__)
+
+RESTART_MAX_SECONDS = 60.0
+FOLLOW_INTERVAL_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,7 @@ class Worker:
         maintenance: bool = True,
         worker_id: str | None = None,
         on_event: Callable[[str, str], None] | None = None,
+        url_source: Callable[[], str | None] | None = None,
     ):
         if concurrency < 1:
             raise InvalidInput("concurrency must be at least 1")
@@ -100,6 +104,11 @@ class Worker:
         self.lease = timedelta(seconds=settings.lease_seconds)
         self.stats = WorkerStats()
         self._on_event = on_event
+        # Where the broker is now, for a worker that found it through the data folder: when the
+        # connection is lost and the broker came back elsewhere, the worker stops with moved_to
+        # set, and its process starts a new one there.
+        self._url_source = url_source
+        self.moved_to: str | None = None
         self.source = MessageSource(
             self.broker,
             scope.consumers_by_bucket(settings),
@@ -114,12 +123,26 @@ class Worker:
 
     # -- life cycle -------------------------------------------------------------------------
 
+    def fresh(self) -> "Worker":
+        """A new worker like this one (a new id, a new connection), to take its place."""
+        return Worker(
+            self.settings,
+            self.db,
+            self.registry,
+            self.broker.url,
+            scope=self.scope,
+            concurrency=self.concurrency,
+            maintenance=self.maintenance,
+            on_event=self._on_event,
+            url_source=self._url_source,
+        )
+
     def stop(self) -> None:
         self._stop.set()
 
     async def run(self) -> None:
         logs.bind(worker_id=self.id)
-        await self.broker.connect(retry_forever=True, name=f"switchyard worker {self.id}")
+        await self.broker.connect(retry_forever=True, name=f"switchyard worker {self.id}", url_source=self._url_source)
         while True:
             try:
                 await self.broker.ensure_topology()
@@ -133,12 +156,17 @@ class Worker:
         loops = [
             asyncio.create_task(self._presence_loop()),
             asyncio.create_task(self._every(HOLD_SECONDS / 2, self._hand_back_held)),
+            asyncio.create_task(self._every(FOLLOW_INTERVAL_SECONDS, self._follow_broker)),
         ]
         if self.maintenance:
             loops += [
                 asyncio.create_task(self._every(self.settings.relay_interval_seconds, self._relay, self._relay_now)),
                 asyncio.create_task(self._every(self.settings.reaper_interval_seconds, self._reap)),
-                asyncio.create_task(self._every(self.settings.reconcile_interval_seconds, self._reconcile)),
+                asyncio.create_task(
+                    self._every(
+                        self.settings.reconcile_interval_seconds, self._reconcile, self.broker.topology_restored
+                    )
+                ),
             ]
         log.info("worker %s started: %s concurrency=%d", self.id, self.scope.describe(), self.concurrency)
         try:
@@ -196,6 +224,15 @@ class Worker:
                     previous = None
                 await self._sleep(1.0)
                 continue
+            except Exception as error:
+                # Writing the previous outcome (or this claim) failed for a reason of its own: the
+                # previous task is failed, this message goes back to the queue, the slot goes on.
+                log.exception("a write failed; message for task %s returned to the queue", message.task_id)
+                await self._settle(msg.nak, delay=1)
+                if previous is not None:
+                    await self._record_alone(previous.unstorable(error), fallback=False)
+                    previous = None
+                continue
             if previous is not None:
                 await self._recorded(previous, recorded)
                 previous = None
@@ -247,9 +284,10 @@ class Worker:
         metrics.RUN_TIME.labels(claimed.bucket).observe(seconds)
         return Finished(claimed, ctx, outcome)
 
-    async def _record_alone(self, finished: Finished) -> None:
+    async def _record_alone(self, finished: Finished, *, fallback: bool = True) -> None:
         """Record an outcome with no claim to share the transaction; while the database is away,
-        keep trying until the lease would have run out (then the reaper takes the task back)."""
+        keep trying until the lease would have run out (then the reaper takes the task back). An
+        outcome that cannot be written for a reason of its own is replaced by a plain failure."""
         deadline = asyncio.get_running_loop().time() + self.settings.lease_seconds
         delay = 0.2
         work = partial(self._record_outcome, finished)
@@ -268,12 +306,14 @@ class Worker:
                     return
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-            except Exception:
+            except Exception as error:
                 log.exception(
                     "task %s: its outcome could not be recorded",
                     finished.claimed.id,
                     extra={"task_id": finished.claimed.id},
                 )
+                if fallback:
+                    await self._record_alone(finished.unstorable(error), fallback=False)
                 return
         await self._recorded(finished, recorded)
 
@@ -327,6 +367,8 @@ class Worker:
                     return
             except DatabaseUnavailable as error:
                 log.warning("task %s: lease not extended: %s", claimed.id, error, extra={"task_id": claimed.id})
+            except Exception:
+                log.exception("task %s: lease not extended", claimed.id, extra={"task_id": claimed.id})
 
     def _extend(self, claimed: Claimed, connection) -> bool:
         return extend_lease(connection, claimed, self.lease, utcnow())
@@ -334,9 +376,20 @@ class Worker:
     async def _publish(self, messages: list[TaskMessage]) -> None:
         try:
             results = await self.broker.publish(messages)
-            await self._in_db(record_published, self.db, results)
+            await self.broker.discard(await self._in_db(record_published, self.db, results))
         except (BrokerUnavailable, DatabaseUnavailable) as error:
             log.warning("%s; the relay will publish %d task(s)", error, len(messages))
+
+    async def _follow_broker(self) -> None:
+        if self._url_source is None or self.broker.connected:
+            return
+        url = self._url_source()
+        if url and url != self.broker.url:
+            log.warning(
+                "the broker moved from %s to %s: this worker stops for one connected there", self.broker.url, url
+            )
+            self.moved_to = url
+            self.stop()
 
     async def _hand_back_held(self) -> None:
         released = await self.source.release()
@@ -351,7 +404,7 @@ class Worker:
             if not due:
                 return
             results = await self.broker.publish(due)
-            await self._in_db(record_published, self.db, results)
+            await self.broker.discard(await self._in_db(record_published, self.db, results))
             if len(due) < RELAY_BATCH or any(isinstance(r, Exception) for r in results):
                 return
 
@@ -437,21 +490,49 @@ class Worker:
 
 
 class WorkerThread:
-    """A worker on its own thread and event loop, inside the serve process."""
+    """A worker on its own thread and event loop, inside the serve process.
 
-    def __init__(self, worker):
+    With `restart`, a worker that dies of an error it did not handle is recorded as died (the
+    overview shows it) and a new one takes its place after a pause that grows from 1 s to
+    RESTART_MAX_SECONDS while it keeps dying, and starts over once one has run for a minute."""
+
+    def __init__(self, worker: "Worker", *, restart: bool = False):
         self.worker = worker
+        self.restart = restart
+        self.restarts = 0
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._run, name=f"worker-{worker.id}", daemon=True)
+        self._stopping = threading.Event()
 
     def _run(self) -> None:
-        self.loop.run_until_complete(self.worker.run())
+        pause = 1.0
+        while True:
+            started = time.monotonic()
+            try:
+                self.loop.run_until_complete(self.worker.run())
+                return
+            except BaseException as error:
+                if not self.restart or self._stopping.is_set():
+                    log.exception("worker %s died", self.worker.id)
+                    return
+                pause = 1.0 if time.monotonic() - started > 60 else pause
+                log.exception("worker %s died; a new one starts in %.0f s", self.worker.id, pause)
+                try:
+                    presence.died(self.worker.db, self.worker.id, describe_failure(error))
+                except Exception:
+                    log.exception("worker %s: its death could not be recorded", self.worker.id)
+            if self._stopping.wait(pause):
+                return
+            pause = min(pause * 2, RESTART_MAX_SECONDS)
+            self.worker = self.worker.fresh()
+            self.restarts += 1
 
     def start(self) -> "WorkerThread":
         self.thread.start()
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
         self.loop.call_soon_threadsafe(self.worker.stop)
         self.thread.join(timeout=15)
 

@@ -1,7 +1,7 @@
 """Readiness: can this process do its job right now? Cheap, and says nothing about the tasks.
 
 A load balancer or orchestrator calls it every few seconds; it costs one `SELECT 1`, one
-schema-version read, and one round trip to the broker.
+schema-version read, and two round trips to the broker (is it there, is the stream there).
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ def _broker_state(broker: BrokerThread | None) -> str:
         return "unavailable"
     try:
         broker.run(asyncio.wait_for(broker.broker.client.flush(), 2.0))
+        if not broker.run(broker.broker.stream_exists()):
+            broker.run(broker.broker.recover_topology())  # for the next check; not ready now
+            return "stream missing"
         return OK
     except Exception:  # a timeout or a closed connection, in any of nats-py's shapes
         return "unavailable"

@@ -89,6 +89,8 @@ def make_filter(
     first, last = _day(start_date, "the start date"), _day(end_date, "the end date")
     if first and last and last < first:
         raise InvalidInput("the end date is before the start date")
+    if last is not None and last >= date.max:
+        raise InvalidInput("the end date must be before 9999-12-31")
 
     def text_or_none(value: object, what: str, limit: int) -> str | None:
         if value in (None, ""):
@@ -112,7 +114,7 @@ def make_filter(
 
 def time_range(db: Database, f: HistoryFilter) -> tuple[datetime | None, datetime | None]:
     """First and last change matching the filter (None, None when there is none)."""
-    with db.session() as session:
+    with db.reading() as session:
         return queries.time_range(session, _checked(f))
 
 
@@ -133,14 +135,14 @@ def upgrades_over_time(db: Database, f: HistoryFilter, unit: str | None = None) 
     unit = unit or granularity(db, f)
     if unit not in ("hour", "day"):
         raise InvalidInput("the time unit is hour or day")
-    with db.session() as session:
+    with db.reading() as session:
         rows = queries.upgrades_over_time(session, _checked(f), unit)
     return {"unit": unit, "points": [{"at": at, "action": action, "count": n} for at, action, n in rows]}
 
 
 def upgrades_by_user(db: Database, f: HistoryFilter) -> list[dict[str, Any]]:
     """[{'user', 'action', 'count'}], users with the most upgrades first."""
-    with db.session() as session:
+    with db.reading() as session:
         rows = queries.upgrades_by_user(session, _checked(f))
     totals: dict[str, int] = {}
     for user, _action, n in rows:
@@ -151,7 +153,7 @@ def upgrades_by_user(db: Database, f: HistoryFilter) -> list[dict[str, Any]]:
 
 def upgrades_by_category_phase(db: Database, f: HistoryFilter) -> list[dict[str, Any]]:
     """[{'category', 'phase', 'count'}]; a row without them (written by hand) counts as '(unknown)'."""
-    with db.session() as session:
+    with db.reading() as session:
         rows = queries.upgrades_by_category_phase(session, _checked(f))
     unknown = "(unknown)"
     counts: dict[tuple[str, str], int] = {}
@@ -172,7 +174,7 @@ def queue_wait(db: Database, f: HistoryFilter) -> dict[str, Any]:
 
 
 def _wait_groups(db: Database, f: HistoryFilter, *, after: bool) -> list[tuple]:
-    with db.session() as session:
+    with db.reading() as session:
         return queries.wait_groups(session, _checked(f), after, _LIMITS)
 
 
@@ -246,7 +248,7 @@ def page(db: Database, f: HistoryFilter, *, table_limit: int = TABLE_LIMIT) -> d
 
 def filter_options(db: Database) -> dict[str, list[str]]:
     """Distinct users and categories that appear in the history (for the filter dropdowns)."""
-    with db.session() as session:
+    with db.reading() as session:
         users, categories = queries.filter_options(session)
     return {"users": users, "categories": categories}
 
@@ -255,7 +257,7 @@ def filter_options(db: Database) -> dict[str, list[str]]:
 
 
 def count_rows(db: Database, f: HistoryFilter) -> int:
-    with db.session() as session:
+    with db.reading() as session:
         return queries.count_rows(session, _checked(f))
 
 
@@ -266,7 +268,7 @@ def history_rows(db: Database, f: HistoryFilter, *, limit: int = TABLE_LIMIT, of
     if not isinstance(offset, int) or offset < 0:
         raise InvalidInput("the offset is a whole number from 0")
     f = _checked(f)
-    with db.session() as session:
+    with db.reading() as session:
         rows = queries.history_rows(session, f, limit, offset)
     return {"total": count_rows(db, f), "rows": [_as_dict(row) for row in rows]}
 

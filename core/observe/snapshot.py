@@ -12,7 +12,14 @@ from typing import Any
 
 from core.broker.jetstream import BrokerThread
 from core.errors import SwitchyardError
-from core.observe.stats import broker_depths, database_stats, relay_backlog, throughput_last_hour, workers_online
+from core.observe.stats import (
+    broker_depths,
+    database_stats,
+    relay_backlog,
+    throughput_last_hour,
+    workers_died,
+    workers_online,
+)
 from db.engine import Database
 from db.models import utcnow
 
@@ -58,6 +65,7 @@ class OverviewSnapshot:
             snapshot["database"] = database_stats(self.db)
             snapshot["throughput"] = throughput_last_hour(self.db)
             snapshot["workers"] = workers_online(self.db)
+            snapshot["workers_died"] = workers_died(self.db)
             snapshot["relay_backlog"] = relay_backlog(self.db)
         except SwitchyardError as error:
             snapshot.setdefault("database", None)

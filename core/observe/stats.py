@@ -10,6 +10,7 @@ from core.auth.policy import authorize
 from core.broker.jetstream import BrokerThread, TaskBroker
 from core.errors import BrokerUnavailable
 from core.priority import BUCKETS_IN_ORDER
+from core.timefmt import iso
 from db.engine import Database
 from db.models import TaskStatus, utcnow
 from db.queries import outbox
@@ -17,6 +18,7 @@ from db.queries import stats as queries
 from db.queries import workers as worker_queries
 
 WORKER_ONLINE_WINDOW = timedelta(seconds=15)
+WORKER_DIED_WINDOW = timedelta(hours=1)
 THROUGHPUT_WINDOW = timedelta(hours=1)
 THROUGHPUT_STATUSES = (TaskStatus.SUCCEEDED, TaskStatus.FAILED)
 
@@ -39,7 +41,7 @@ async def broker_depths(broker: TaskBroker) -> dict[str, Any]:
 def database_stats(db: Database) -> dict[str, Any]:
     """Counts by status, and per bucket and per cell the number queued and the oldest's age."""
     now = utcnow()
-    with db.session() as session:
+    with db.reading() as session:
         by_status = queries.count_by_status(session)
         cells = queries.queued_cells(session)
     buckets: dict[str, dict[str, Any]] = {b.value: {"queued": 0, "oldest_age_seconds": None} for b in BUCKETS_IN_ORDER}
@@ -89,7 +91,7 @@ def throughput_last_hour(db: Database, now: datetime | None = None) -> dict[str,
     first = start.replace(second=0, microsecond=0)
     minutes = [first + timedelta(minutes=i) for i in range(int((now - first).total_seconds() // 60) + 1)]
     counts = {status: [0] * len(minutes) for status in THROUGHPUT_STATUSES}
-    with db.session() as session:
+    with db.reading() as session:
         rows = queries.finished_per_minute(session, start, now)
     for at, status, count in rows:
         if status not in counts:
@@ -105,8 +107,15 @@ def throughput_last_hour(db: Database, now: datetime | None = None) -> dict[str,
     }
 
 
+def workers_died(db: Database) -> list[dict[str, Any]]:
+    """Workers that died of an error they did not handle in the last hour (the latest first)."""
+    with db.reading() as session:
+        workers = worker_queries.died_since(session, utcnow() - WORKER_DIED_WINDOW)
+    return [{"id": w.id, "scope": w.scope, "stopped_at": iso(w.stopped_at), "error": w.exit_error} for w in workers]
+
+
 def workers_online(db: Database) -> list[dict[str, Any]]:
-    with db.session() as session:
+    with db.reading() as session:
         workers = worker_queries.seen_since(session, utcnow() - WORKER_ONLINE_WINDOW)
     return [
         {
@@ -124,5 +133,5 @@ def workers_online(db: Database) -> list[dict[str, Any]]:
 
 def relay_backlog(db: Database) -> int:
     """Rows that owe the stream a message and are past their due time (the relay's work)."""
-    with db.session() as session:
+    with db.reading() as session:
         return outbox.backlog(session, utcnow())

@@ -22,13 +22,17 @@ PUBLISH_GRACE = timedelta(seconds=3)
 RELAY_BATCH = 1000
 
 
-def record_published(db: Database, results: Sequence[Published | Exception]) -> int:
-    """Remember which generation each row had published and at which stream sequence."""
+def record_published(db: Database, results: Sequence[Published | Exception]) -> list[int]:
+    """Remember which generation each row had published and at which stream sequence. Returns
+    the stream sequences of messages whose row moved on meanwhile (a cancel or an upgrade
+    committed between our commit and our publish): the publisher deletes them, so the stream
+    never keeps a message for a task that is not queued at that generation."""
     published = [(r.message.task_id, r.message.generation, r.stream_seq) for r in results if isinstance(r, Published)]
-    if published:
-        with db.connect(write=True) as connection:
-            outbox.record_published(connection, published)
-    return len(published)
+    if not published:
+        return []
+    with db.connect(write=True) as connection:
+        stale = outbox.record_published(connection, published)
+    return [seq for _, _, seq in stale]
 
 
 def due_messages(db: Database, limit: int = RELAY_BATCH) -> list[TaskMessage]:

@@ -8,13 +8,17 @@ leniently (db.queries.task_list.TaskFilters.from_inputs): a forged value matches
 
 from __future__ import annotations
 
+import base64
+import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Iterable, Iterator, Sequence
 
 from core.auth.permissions import CANCEL_PERMISSION, RETRY_PERMISSION, UPGRADE_PERMISSIONS, Permission
 from core.auth.policy import authorize
 from core.errors import InvalidInput, NotFound
 from core.priority import BUCKETS_IN_ORDER, DEFAULT_PRIORITY, PHASES, Priority, UpgradeAction
+from core.sanitize import check_text
 from core.tasks.rows import DispatchRequest, check_task_id, task_to_dict
 from core.timefmt import iso
 from db.engine import Database
@@ -23,11 +27,24 @@ from db.queries import task_list
 from db.queries import tasks as task_queries
 from db.queries.task_list import COUNT_CAP, MAX_PAGE, MAX_TEXT, SORT_COLUMNS, TaskFilters
 
-__all__ = ["COUNT_CAP", "TaskFilters", "TaskQuery", "TaskPage", "TaskStatus", "list_tasks", "get_task", "describe_task"]
+__all__ = [
+    "MAX_PAGE",
+    "MAX_TEXT",
+    "COUNT_CAP",
+    "TaskFilters",
+    "TaskQuery",
+    "TaskPage",
+    "TaskStatus",
+    "list_tasks",
+    "get_task",
+    "describe_task",
+]
 
 DISPATCH_FIELDS = ("name", "args", "priority", "category", "phase", "correlation_id", "max_attempts")
 DEFAULT_LIMIT = 100
-MAX_OFFSET = 100_000  # an offset is a walk over the rows before it: bounded, like the console's grid
+# An offset is a walk over every row before it: bounded. Deeper pages follow a cursor (keyset:
+# the sort keys of the last row seen), which costs what the first page costs.
+MAX_OFFSET = COUNT_CAP
 UPGRADES = tuple(a.value for a in UpgradeAction)  # prioritize, urgent, critical
 ACTIONS = UPGRADES + ("cancel", "retry")
 
@@ -38,20 +55,22 @@ class TaskQuery:
     sort: tuple[tuple[str, str], ...] | Sequence[Any] | None
     offset: int
     limit: int
+    cursor: str | None = None  # from a previous page's next_cursor: the rows after it
 
 
 @dataclass(frozen=True)
 class TaskPage:
     rows: list[dict[str, Any]]  # task_summary() of each
     total: int | None  # exact up to COUNT_CAP matches, None beyond
-    offset: int
+    offset: int | None  # None when the page followed a cursor
     limit: int
+    next_cursor: str | None  # None on the last page
 
     @property
     def next_offset(self) -> int | None:
-        end = self.offset + self.limit
-        more = len(self.rows) == self.limit and (self.total is None or end < self.total)
-        return end if more else None
+        if self.offset is None or self.next_cursor is None or self.offset + self.limit > MAX_OFFSET:
+            return None
+        return self.offset + self.limit
 
 
 # -- the reads -----------------------------------------------------------------------------------
@@ -60,10 +79,60 @@ class TaskPage:
 def list_tasks(db: Database, actor: object, query: TaskQuery, *, address: str | None = None) -> TaskPage:
     """A page of tasks in one of the index orders (db.queries.task_list)."""
     authorize(db, actor, Permission.VIEW_TASKS, action="task.view", address=address)
-    start, end = query.offset, query.offset + query.limit
-    with db.session() as session:
-        rows, total = task_list.list_tasks(session, query.filters, query.sort, start, end)
-    return TaskPage([task_summary(r) for r in rows], total, query.offset, query.limit)
+    order = task_list.page_keys(query.sort)
+    after = decode_cursor(query.cursor, order) if query.cursor else None
+    if after is None and query.offset > MAX_OFFSET:
+        raise InvalidInput(f"offsets go up to {MAX_OFFSET:,}: page deeper with the cursor of the page before")
+    start, end = (0, query.limit) if after is not None else (query.offset, query.offset + query.limit)
+    with db.reading() as session:
+        rows, total = task_list.list_tasks(session, query.filters, query.sort, start, end, after=after)
+    full = len(rows) == query.limit and (total is None or after is not None or end < total)
+    next_cursor = encode_cursor(order, rows[-1]) if full and rows else None
+    offset = None if after is not None else query.offset
+    return TaskPage([task_summary(r) for r in rows], total, offset, query.limit, next_cursor)
+
+
+def encode_cursor(order: Sequence[tuple[str, str]], row: dict[str, Any]) -> str:
+    """An opaque cursor: the order it belongs to and the last row's values of its keys."""
+    values = [row[SORT_COLUMNS[column].key] for column, _ in order]
+    payload = {
+        "o": [f"{c}:{d}" for c, d in order],
+        "v": [v.isoformat() if isinstance(v, datetime) else v for v in values],
+    }
+    return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: object, order: Sequence[tuple[str, str]]) -> list[Any]:
+    """The key values a cursor holds, checked against the order of the page asked for."""
+    problem = InvalidInput("the cursor is not one this list gave out: start again from the first page")
+    if not isinstance(cursor, str) or len(cursor) > 1000:
+        raise problem
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, TypeError, RecursionError):
+        raise problem from None
+    if not isinstance(payload, dict) or payload.get("o") != [f"{c}:{d}" for c, d in order]:
+        raise InvalidInput("the cursor belongs to another sort order: start again from the first page")
+    values = payload.get("v")
+    if not isinstance(values, list) or len(values) != len(order):
+        raise problem
+    checked: list[Any] = []
+    for (column, _), value in zip(order, values):
+        if column == "created" and isinstance(value, str):
+            try:
+                parsed = datetime.fromisoformat(value)
+            except ValueError:
+                raise problem from None
+            if parsed.tzinfo is None:
+                raise problem
+            checked.append(parsed)
+        elif column == "priority" and isinstance(value, int) and not isinstance(value, bool):
+            checked.append(value)
+        elif column in ("status", "name", "id") and isinstance(value, str) and len(value) <= 100:
+            checked.append(check_text(value, "the cursor"))
+        else:
+            raise problem
+    return checked
 
 
 def get_task(
@@ -80,7 +149,7 @@ def describe_task(db: Database, task_id: object, *, related: bool = False) -> di
     """The task as plain data, with its priority history (oldest first) and, with `related`,
     the other tasks of its correlation id. For callers that checked the reader already."""
     checked = check_task_id(task_id)
-    with db.session() as session:
+    with db.reading() as session:
         task = task_queries.get_task(session, checked)
         if task is None:
             raise NotFound(f"no task with id {checked[:64]!r}")
@@ -263,6 +332,7 @@ def task_query(
     sort: str | None = None,
     offset: object = None,
     limit: object = None,
+    cursor: str | None = None,
 ) -> TaskQuery:
     """The Tasks page's filters, sorts and paging from query-string values (lists of strings)."""
     if text is not None and len(text.strip()) > MAX_TEXT:
@@ -274,9 +344,9 @@ def task_query(
         _words(phases, "phase", PHASES),
         (text or "").strip(),
     )
+    offset_value = _number(offset, "offset", 0, 0, MAX_OFFSET)
+    if cursor and offset_value:
+        raise InvalidInput("use either offset or cursor, not both")
     return TaskQuery(
-        filters,
-        _sort(sort),
-        _number(offset, "offset", 0, 0, MAX_OFFSET),
-        _number(limit, "limit", DEFAULT_LIMIT, 1, MAX_PAGE),
+        filters, _sort(sort), offset_value, _number(limit, "limit", DEFAULT_LIMIT, 1, MAX_PAGE), cursor or None
     )

@@ -14,6 +14,7 @@ from core.broker.messages import TaskMessage
 from core.errors import InvalidInput
 from core.observe import metrics
 from core.priority import DEFAULT_PRIORITY, PHASES, Priority, parse_priority, priority_to_bucket, subject_for
+from core.sanitize import check_json, check_text
 from core.settings import Settings
 from core.tasks.outbox import PUBLISH_GRACE
 from core.tasks.registry import TaskRegistry
@@ -45,13 +46,13 @@ def new_task_id() -> str:
 def check_task_id(task_id: object) -> str:
     if not isinstance(task_id, str) or not task_id.strip() or len(task_id) > MAX_ID_LENGTH:
         raise InvalidInput(f"task ids are strings of 1-{MAX_ID_LENGTH} characters, not {str(task_id)[:80]!r}")
-    return task_id.strip()
+    return check_text(task_id.strip(), "the task id")
 
 
 def check_reason(reason: object) -> str:
     if not isinstance(reason, str) or not reason.strip():
         raise InvalidInput("an upgrade needs a reason")
-    reason = reason.strip()
+    reason = check_text(reason.strip(), "the reason")
     if len(reason) > MAX_REASON_LENGTH:
         raise InvalidInput(f"reasons are at most {MAX_REASON_LENGTH} characters")
     return reason
@@ -76,6 +77,8 @@ def build_task_row(
     correlation_id = request.correlation_id
     if correlation_id is not None and (not isinstance(correlation_id, str) or not 0 < len(correlation_id) <= 64):
         raise InvalidInput("correlation ids are strings of 1-64 characters")
+    if correlation_id is not None:
+        check_text(correlation_id, "the correlation id")
     task_id = new_task_id()
     return {
         "id": task_id,
@@ -111,6 +114,7 @@ def check_args(args: Any) -> dict[str, Any]:
         return {}
     if not isinstance(args, dict):
         raise InvalidInput("task arguments must be a JSON object")
+    check_json(args, "task arguments")
     try:
         encoded = json.dumps(args)
     except (TypeError, ValueError) as error:
@@ -125,8 +129,8 @@ def parse_args_json(text: str | None) -> dict[str, Any]:
         return {}
     try:
         value = json.loads(text)
-    except ValueError as error:
-        raise InvalidInput(f"--args is not valid JSON: {error}") from None
+    except (ValueError, RecursionError) as error:
+        raise InvalidInput(f"--args is not valid JSON: {str(error) or 'nested too deep'}") from None
     return check_args(value)
 
 

@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from core.auth.audit import audit, run_audited
-from core.auth.permissions import CANCEL_PERMISSION, DISPATCH_PERMISSION, RETRY_PERMISSION, UPGRADE_PERMISSIONS
+from core.auth.permissions import (
+    CANCEL_PERMISSION,
+    DISPATCH_PERMISSION,
+    RETRY_PERMISSION,
+    UPGRADE_PERMISSIONS,
+    Permission,
+    dispatch_permission,
+)
 from core.auth.policy import authorize
 from core.broker.jetstream import BrokerThread
 from core.broker.messages import TaskMessage
@@ -109,9 +116,11 @@ class TaskService:
     def dispatch_tasks_as(
         self, requests: Iterable[DispatchRequest], user: object, *, address: str | None = None
     ) -> Dispatched:
-        """Dispatch for a person or a service (the HTTP API): needs dispatch_tasks; the tasks
-        are created_by the user, and the request leaves one audit row (the ids are time-ordered,
-        so a batch is named by its first and last)."""
+        """Dispatch for a person or a service (the HTTP API): needs dispatch_tasks, and at 8, 9
+        or 10 the permission of the matching named action (Prioritize, Urgent, Critical) unless
+        the role may dispatch at any priority (the service role). The tasks are created_by the
+        user, and the request leaves one audit row (the ids are time-ordered, so a batch is
+        named by its first and last)."""
 
         def operation() -> Dispatched:
             actor = authorize(self.db, user, DISPATCH_PERMISSION, action="dispatch", address=address)
@@ -125,6 +134,11 @@ class TaskService:
                     rows.append(build_task_row(self.settings, self.registry, request, now, actor.username))
                 except InvalidInput as error:
                     raise InvalidInput(f"task {index}: {error}" if len(batch) > 1 else str(error)) from None
+            for priority in sorted({row["priority"] for row in rows}):
+                escalation = dispatch_permission(priority)
+                if escalation is not None and not actor.can(Permission.DISPATCH_ANY_PRIORITY):
+                    doing = f"dispatch at priority {priority} ({Priority(priority).label})"
+                    authorize(self.db, actor, escalation, action="dispatch", address=address, doing=doing)
             ids = [row["id"] for row in rows]
             with self.db.session(write=True) as session:
                 task_queries.insert_tasks(session, rows)
@@ -166,13 +180,13 @@ class TaskService:
                     )
                 to_bucket = priority_to_bucket(target).value
                 requeue = to_bucket != task.bucket
-                old = (task.generation, task.priority, task.bucket, task.stream_seq, task.published_generation)
+                old = (task.generation, task.priority, task.bucket)
                 values: dict[str, Any] = {"priority": int(target), "bucket": to_bucket}
                 if requeue:
                     # A new generation in the new bucket; the old message can only be dropped.
                     values.update(generation=task.generation + 1, publish_due_at=utcnow() + PUBLISH_GRACE)
                 # Within one bucket the message keeps its place in line: same generation.
-                self._compare_and_set(session, task, values, priority=task.priority)
+                old_message = self._compare_and_set(session, task, values, priority=task.priority)
                 changed_at = utcnow()
                 task_queries.add_history(
                     session,
@@ -201,7 +215,7 @@ class TaskService:
                 new_message = TaskMessage(task.id, old[0] + 1, subject_for(task.category, task.phase, to_bucket))
             if requeue:
                 self._publish([new_message])
-                self._delete_old_message(old[3] if old[4] == old[0] else None)
+                self._discard(old_message)
             metrics.UPGRADES.labels(upgrade.value).inc()
             return UpgradeResult(task.id, upgrade.value, old[1], int(target), old[2], to_bucket, requeue)
 
@@ -215,8 +229,7 @@ class TaskService:
                 task = self._get(session, checked_id)
                 if task.status != TaskStatus.QUEUED:
                     raise WrongState(f"task {task.id} is {task.status}: only queued tasks can be cancelled")
-                seq = task.stream_seq if task.published_generation == task.generation else None
-                self._compare_and_set(
+                message = self._compare_and_set(
                     session,
                     task,
                     {
@@ -228,7 +241,7 @@ class TaskService:
                 )
                 audit(session, actor=actor.username, action="cancel", target=task.id, address=address)
             metrics.CANCELLED.inc()
-            self._delete_old_message(seq)
+            self._discard(message)
 
         run_audited(self.db, user, "cancel", task_id, address, operation)
 
@@ -292,11 +305,16 @@ class TaskService:
         *,
         expected_status: str = TaskStatus.QUEUED,
         priority: int | None = None,
-    ) -> None:
-        if not task_queries.compare_and_set(
+    ) -> list[int]:
+        """The CAS, or Conflict. Returns the stream sequence of the message the task had at its
+        generation when the CAS won (now stale), if the stream holds one: its caller deletes it."""
+        published = task_queries.compare_and_set(
             session, task.id, task.generation, expected_status, values, priority=priority
-        ):
+        )
+        if published is None:
             raise Conflict(f"task {task.id} was changed by someone else at the same moment; reload it and try again")
+        stream_seq, published_generation = published
+        return [stream_seq] if stream_seq is not None and published_generation == task.generation else []
 
     def _publish(self, messages: list[TaskMessage]) -> str | None:
         """Publish now if the broker answers; otherwise the relay does it later. Returns why
@@ -314,16 +332,18 @@ class TaskService:
         problem = f"broker unavailable: {failures[0]}" if failures else None
         self.last_publish_error = problem
         try:
-            record_published(self.db, results)
+            stale = record_published(self.db, results)
         except DatabaseUnavailable as error:
             log.warning("published but not recorded (%s): the relay will republish, deduplicated", error)
+        else:
+            self._discard(stale)
         return problem
 
-    def _delete_old_message(self, stream_seq: int | None) -> None:
+    def _discard(self, stream_seqs: list[int]) -> None:
         """Best effort: a message left behind has a stale generation and is dropped unrun."""
-        if stream_seq is None or self.broker is None:
+        if not stream_seqs or self.broker is None:
             return
         try:
-            self.broker.run(self.broker.broker.delete_message(stream_seq))
+            self.broker.run(self.broker.broker.discard(stream_seqs))
         except BrokerUnavailable as error:
-            log.info("old message %s not deleted (%s); workers will drop it", stream_seq, error)
+            log.info("stale messages not deleted (%s); workers will drop them", error)

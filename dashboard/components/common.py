@@ -12,12 +12,14 @@ from core.errors import SwitchyardError
 from core.observe.snapshot import OverviewSnapshot
 from core.runtime import Runtime
 from dashboard.auth import ConsoleUser, acting_user_or_none, client_address
+from dashboard.limits import ReadGate
 
 
 @dataclass
 class ConsoleContext:
     runtime: Runtime
     snapshot: OverviewSnapshot
+    gate: ReadGate  # seats for expensive reads (dashboard.limits)
 
     @property
     def service(self):

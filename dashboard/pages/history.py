@@ -230,7 +230,11 @@ def register_callbacks(app, ctx) -> None:
         user = acting_user()
         if not user.can(Permission.VIEW_HISTORY):
             raise PreventUpdate
-        return render(ctx, start_date, end_date, action, user_name, category, text)
+        try:
+            with ctx.gate.seat(user.username):
+                return render(ctx, start_date, end_date, action, user_name, category, text)
+        except SwitchyardError as error:  # too many reads at once, the console busy
+            return _failed(str(error))
 
     @app.callback(
         Output("history-download-data", "data"),
@@ -259,9 +263,7 @@ def render(ctx, start_date, end_date, action, user_name, category, text):
         f = _filter(start_date, end_date, action, user_name, category, text)
         data = core_history.page(ctx.db, f, table_limit=TABLE_LIMIT)
     except SwitchyardError as error:
-        empty = _empty_figure(str(error))
-        alert = dbc.Alert(str(error), color="danger", className="py-2")
-        return empty, empty, empty, empty, None, [], "", "", alert
+        return _failed(str(error))
     over_time, wait, table = data["over_time"], data["wait"], data["table"]
     total = table["total"]
     shown = len(table["rows"])
@@ -283,6 +285,13 @@ def render(ctx, start_date, end_date, action, user_name, category, text):
         summary,
         None,
     )
+
+
+def _failed(message: str):
+    """The refresh callback's outputs when the page cannot be computed: empty charts, the reason."""
+    empty = _empty_figure(message)
+    alert = dbc.Alert(message, color="danger", className="py-2")
+    return empty, empty, empty, empty, None, [], "", "", alert
 
 
 # -- figures ------------------------------------------------------------------------------------

@@ -188,7 +188,28 @@ def _throughput(snapshot):
 
 
 def _workers(snapshot):
-    workers = snapshot.get("workers", [])
+    return [_workers_died(snapshot.get("workers_died") or []), _workers_online(snapshot.get("workers", []))]
+
+
+def _workers_died(died):
+    """Workers that died of an error in the last hour: serve starts a new one; a `run.py worker`
+    process is restarted by its supervisor."""
+    if not died:
+        return None
+    items = [
+        html.Li([html.Code(w["id"]), f" died at {(w['stopped_at'] or '')[11:19]} UTC: ", html.Span(w["error"] or "")])
+        for w in died[:5]
+    ]
+    more = f" (and {len(died) - 5} more)" if len(died) > 5 else ""
+    return dbc.Alert(
+        [html.Strong(f"{len(died)} worker(s) died in the last hour{more}"), html.Ul(items, className="mb-0 small")],
+        color="danger",
+        className="py-2",
+        id="workers-died",
+    )
+
+
+def _workers_online(workers):
     if not workers:
         return html.P("No worker has reported in the last 15 seconds.", className="text-muted mb-0", id="workers-none")
     return dbc.Table(

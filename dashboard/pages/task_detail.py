@@ -20,6 +20,7 @@ from dash.exceptions import PreventUpdate
 from core.auth.permissions import Permission
 from core.errors import SwitchyardError
 from core.priority import Priority
+from core.sanitize import clean_json
 from core.tasks import reads
 from dashboard.components import task_actions
 from dashboard.components.common import acting_user, address
@@ -27,6 +28,7 @@ from dashboard.components.common import acting_user, address
 PATH = "/tasks/"
 TITLE = "Task"
 PERMISSION = Permission.VIEW_TASKS
+DISPLAY_LIMIT = 64 * 1024  # characters of arguments or result the page shows
 
 
 def matches(path: str) -> bool:
@@ -117,7 +119,8 @@ def _card(title: str, body):
 
 
 def _pre(value: Any, element_id: str):
-    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    # Shown through clean_json: a row written before arguments were checked may hold anything.
+    text = json.dumps(clean_json(value, DISPLAY_LIMIT), indent=2, sort_keys=True, ensure_ascii=False, default=str)
     return html.Pre(text, id=element_id, className="mb-0")
 
 

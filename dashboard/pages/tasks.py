@@ -9,14 +9,18 @@ the pending-action store and the result alert are the shared task-actions compon
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import asdict
 from typing import Any
 
 import dash_ag_grid as dag
 import dash_bootstrap_components as dbc
-from dash import Input, Output, State, dcc, html
+from dash import Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from core.auth.permissions import Permission
+from core.errors import SwitchyardError
 from core.priority import BUCKETS_IN_ORDER, PHASES
 from core.tasks import reads
 from core.tasks.reads import COUNT_CAP, TaskFilters, TaskQuery, TaskStatus
@@ -30,7 +34,7 @@ PERMISSION = Permission.VIEW_TASKS
 GRID_ID = "tasks-grid"
 PAGE_SIZE = 100
 MAX_BLOCK = 1000  # rows one request may ask for, whatever the browser says
-MAX_OFFSET = 10**9
+MAX_CURSORS = 200
 FILTERS = [
     ("tasks-filter-status", "Status"),
     ("tasks-filter-bucket", "Bucket"),
@@ -47,15 +51,50 @@ def grid_row(row: dict[str, Any], permissions) -> dict[str, Any]:
     return {**row, "actions": reads.allowed_actions(row["status"], row["priority"], permissions)}
 
 
-def fetch_rows(ctx, user, request: dict | None, filters: TaskFilters, *, client: str | None = None) -> dict[str, Any]:
-    """The grid's getRowsResponse for one getRowsRequest."""
+def fetch_rows(
+    ctx, user, request: dict | None, filters: TaskFilters, *, client: str | None = None, cursors: Any = None
+) -> dict[str, Any]:
+    """The grid's getRowsResponse for one getRowsRequest. A block that follows one this page
+    served goes on from its last row (a cursor: keyset pagination), so scrolling deep costs what
+    the first block costs; other blocks are offsets, which go up to reads.MAX_OFFSET. With more
+    blocks to come, `cursor` holds (key, cursor) for the store the grid's callback keeps."""
     request = request if isinstance(request, dict) else {}
-    start = min(_int(request.get("startRow"), 0), MAX_OFFSET)
+    start = _int(request.get("startRow"), 0)
     end = min(_int(request.get("endRow"), start + PAGE_SIZE), start + MAX_BLOCK)
-    query = TaskQuery(filters, request.get("sortModel"), start, max(end - start, 0))
+    sort = request.get("sortModel")
+    key = _cursor_key(filters, sort)
+    cursor = cursors.get(f"{key}@{start}") if isinstance(cursors, dict) else None
+    if not isinstance(cursor, str) and start > reads.MAX_OFFSET:
+        return {"rowData": [], "rowCount": start}  # a jump no cursor leads to: the list ends here
+    query = TaskQuery(filters, sort, 0 if isinstance(cursor, str) else start, max(end - start, 0), cursor)
     page = reads.list_tasks(ctx.db, user, query, address=client)
     total = page.total
-    return {"rowData": [grid_row(r, user.permissions) for r in page.rows], "rowCount": -1 if total is None else total}
+    response: dict[str, Any] = {
+        "rowData": [grid_row(r, user.permissions) for r in page.rows],
+        "rowCount": -1 if total is None else total,
+    }
+    if page.next_cursor:
+        response["cursor"] = (f"{key}@{start + len(page.rows)}", page.next_cursor)
+    return response
+
+
+def _cursor_key(filters: TaskFilters, sort: Any) -> str:
+    """Which list a cursor belongs to: these filters, this sort."""
+    text = json.dumps([list(asdict(filters).values()), sort if isinstance(sort, list) else []], default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def remember_cursor(cursors: Any, entry: tuple[str, str] | None) -> dict[str, str]:
+    """The grid's cursor store with one more entry (the newest MAX_CURSORS are kept)."""
+    kept = (
+        {k: v for k, v in cursors.items() if isinstance(k, str) and isinstance(v, str)}
+        if isinstance(cursors, dict)
+        else {}
+    )
+    if entry is not None:
+        kept.pop(entry[0], None)
+        kept[entry[0]] = entry[1]
+    return dict(list(kept.items())[-MAX_CURSORS:])
 
 
 def _int(value: Any, default: int) -> int:
@@ -151,6 +190,7 @@ def layout(ctx, user, path):
             html.Div(id="tasks-count", className="text-muted small mb-1"),
             task_actions.action_controls(),
             dcc.Store(id="tasks-grid-sink"),
+            dcc.Store(id="tasks-cursors", data={}),
             dag.AgGrid(
                 id=GRID_ID,
                 rowModelType="infinite",
@@ -184,23 +224,29 @@ def register_callbacks(app, ctx) -> None:
     @app.callback(
         Output(GRID_ID, "getRowsResponse"),
         Output("tasks-count", "children"),
+        Output("tasks-cursors", "data"),
         Input(GRID_ID, "getRowsRequest"),
         State("tasks-filter-status", "value"),
         State("tasks-filter-bucket", "value"),
         State("tasks-filter-category", "value"),
         State("tasks-filter-phase", "value"),
         State("tasks-filter-text", "value"),
+        State("tasks-cursors", "data"),
         prevent_initial_call=True,
     )
-    def get_rows(request, statuses, buckets, categories, phases, text):
+    def get_rows(request, statuses, buckets, categories, phases, text, cursors):
         if not isinstance(request, dict):
             raise PreventUpdate
         user = acting_user()
         filters = TaskFilters.from_inputs(statuses, buckets, categories, phases, text)
-        response = fetch_rows(ctx, user, request, filters, client=address())
+        try:
+            with ctx.gate.seat(user.username):
+                response = fetch_rows(ctx, user, request, filters, client=address(), cursors=cursors)
+        except SwitchyardError as error:  # too slow, too many at once, the database away
+            return no_update, html.Span(str(error), className="text-danger"), no_update
         count = response["rowCount"]
         words = f"{count:,} matching" if count >= 0 else f"more than {COUNT_CAP:,} matching"
-        return response, words
+        return response, words, remember_cursor(cursors, response.pop("cursor", None))
 
     # Filters changed: drop the grid's cached blocks; it asks for rows again (with the new filters).
     app.clientside_callback(

@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from db.engine import rows_changed
 from db.models import AuditLog
 
 
@@ -32,6 +33,32 @@ def add_entry_now(session: Session, **values) -> int:
     entry = add_entry(session, **values)
     session.flush()
     return entry.id
+
+
+def count_again(
+    session: Session,
+    *,
+    since: datetime,
+    actor: str | None,
+    action: str,
+    target: str | None,
+    detail: str,
+    address: str | None,
+) -> bool:
+    """Add one to the count of the matching `denied` row written since `since`; False if none."""
+    same = [
+        AuditLog.action == action,
+        AuditLog.address.is_(None) if address is None else AuditLog.address == address,
+        AuditLog.at >= since,
+        AuditLog.outcome == "denied",
+        AuditLog.detail == detail,
+        AuditLog.actor.is_(None) if actor is None else AuditLog.actor == actor,
+        AuditLog.target.is_(None) if target is None else AuditLog.target == target,
+    ]
+    result = session.execute(
+        update(AuditLog).where(*same).values(count=AuditLog.count + 1).execution_options(synchronize_session=False)
+    )
+    return rows_changed(result) > 0
 
 
 def set_outcome(session: Session, entry_id: int, outcome: str, detail: str | None) -> None:

@@ -26,10 +26,21 @@ _RECORD_PUBLISHED = (
 )
 
 
-def record_published(connection: Connection, published: list[tuple[str, int, int]]) -> None:
-    """(task_id, generation, stream_seq) for each message the stream stored."""
-    if published:
-        connection.execute(_RECORD_PUBLISHED, [{"b_id": i, "b_generation": g, "b_seq": seq} for i, g, seq in published])
+def record_published(connection: Connection, published: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
+    """(task_id, generation, stream_seq) for each message the stream stored. Returns those whose
+    row had moved on meanwhile (cancelled, requeued, claimed): their message is stale."""
+    if not published:
+        return []
+    params = [{"b_id": i, "b_generation": g, "b_seq": seq} for i, g, seq in published]
+    if connection.execute(_RECORD_PUBLISHED, params).rowcount == len(published):
+        return []
+    current = {
+        (row.id, row.published_generation, row.stream_seq)
+        for row in connection.execute(
+            select(Task.id, Task.published_generation, Task.stream_seq).where(Task.id.in_([i for i, _, _ in published]))
+        )
+    }
+    return [message for message in published if message not in current]
 
 
 def due_rows(session: Session, now: datetime, limit: int) -> list[Any]:

@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import and_, func, literal, literal_column, select, union, union_all
+from sqlalchemy import and_, func, literal, literal_column, or_, select, tuple_, union, union_all
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -215,6 +215,27 @@ def _clauses(order: Sequence[tuple[str, str]], columns) -> list:
     return clauses
 
 
+def _after(order: Sequence[tuple[str, str]], values: Sequence[Any]) -> ColumnElement[bool]:
+    """Rows that come after `values` (the sort keys of a page's last row) in this order: the
+    keyset condition of a cursor, so a deep page costs what the first page costs."""
+    columns = [SORT_COLUMNS[col] for col, _ in order]
+    directions = {direction for _, direction in order}
+    if len(directions) == 1:  # one direction: a row-value comparison an index walk serves
+        keys, after = tuple_(*columns), tuple_(*(literal(v, type_=c.type) for c, v in zip(columns, values)))
+        return keys < after if directions == {"desc"} else keys > after
+    alternatives = []
+    for i, ((_, direction), column, value) in enumerate(zip(order, columns, values)):
+        earlier = [c == v for c, v in zip(columns[:i], values[:i])]
+        alternatives.append(and_(*earlier, column < value if direction == "desc" else column > value))
+    return or_(*alternatives)
+
+
+def page_keys(sort: Iterable[Any] | None) -> list[tuple[str, str]]:
+    """The full order a page is sorted in (the sort asked for, then created and id): what a
+    cursor holds the values of."""
+    return _full_order(normalize_sort(sort))
+
+
 def _page_query(branches: list[list], disjoint: bool, order: list[tuple[str, str]], start: int, end: int):
     own = _clauses(order, lambda col: SORT_COLUMNS[col])
     if len(branches) == 1:
@@ -242,8 +263,11 @@ def list_tasks(
     end: int = 100,
     *,
     count_cap: int = COUNT_CAP,
+    after: Sequence[Any] | None = None,
 ) -> tuple[list[dict[str, Any]], int | None]:
     """Rows start..end-1 of the filtered, sorted task list, and the total (None when unknown).
+    With `after` (the page_keys values of the previous page's last row), the rows after it
+    instead: `end - start` of them, whatever `start` says.
 
     The total is exact when the page is short (the end is in sight) or when at most
     `count_cap` rows match; beyond that it is None, and the grid keeps offering more rows.
@@ -252,13 +276,19 @@ def list_tasks(
     start = max(int(start or 0), 0)
     end = min(max(int(end or 0), start), start + MAX_PAGE)
     branches, disjoint = _branches(session, filters)
-    order = _full_order(normalize_sort(sort))
+    order = page_keys(sort)
+    if after is not None:
+        keyset = _after(order, after)
+        branches = [conditions + [keyset] for conditions in branches]
+        start, end = 0, end - start
     rows = []
     if end > start:
         query = _page_query(branches, disjoint, order, start, end)
         rows = [dict(r._mapping) for r in session.execute(query)]
-    if end > start and len(rows) < end - start and (rows or start == 0):
+    if after is None and end > start and len(rows) < end - start and (rows or start == 0):
         return rows, start + len(rows)
+    if after is not None:
+        branches, disjoint = _branches(session, filters)
     return rows, _count(session, branches, disjoint, count_cap)
 
 

@@ -7,7 +7,6 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from db.engine import rows_changed
 from db.models import PriorityHistory, Task
 
 
@@ -27,16 +26,22 @@ def compare_and_set(
     values: dict[str, Any],
     *,
     priority: int | None = None,
-) -> bool:
-    """`UPDATE tasks SET ... WHERE id AND generation AND status [AND priority]`: True if this
-    transaction won (exactly one row changed), False if someone else changed the row first."""
+) -> tuple[int | None, int | None] | None:
+    """`UPDATE tasks SET ... WHERE id AND generation AND status [AND priority]`. None if someone
+    else changed the row first; else the row's (stream_seq, published_generation) as they were
+    when this update won: which message, if any, the stream holds for it (recorded by a
+    publisher that may have committed after our read)."""
     conditions = [Task.id == task_id, Task.generation == generation, Task.status == status]
     if priority is not None:
         conditions.append(Task.priority == priority)
-    result = session.execute(
-        update(Task).where(*conditions).values(**values).execution_options(synchronize_session=False)
-    )
-    return rows_changed(result) == 1
+    row = session.execute(
+        update(Task)
+        .where(*conditions)
+        .values(**values)
+        .returning(Task.stream_seq, Task.published_generation)
+        .execution_options(synchronize_session=False)
+    ).first()
+    return None if row is None else (row[0], row[1])
 
 
 def add_history(session: Session, **values: Any) -> None:

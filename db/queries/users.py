@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from db.models import RolePermission, User, WebSession
@@ -80,3 +80,27 @@ def add_web_session(
 
 def web_session(session: Session, token: str) -> WebSession | None:
     return session.get(WebSession, token)
+
+
+def touch_web_session(session: Session, token: str, now: datetime, stale: datetime) -> None:
+    """last_seen_at = now, unless another request of the session wrote it since `stale`."""
+    session.execute(
+        update(WebSession)
+        .where(
+            WebSession.id == token,
+            or_(WebSession.last_seen_at.is_(None), WebSession.last_seen_at < stale),
+        )
+        .values(last_seen_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def delete_web_session(session: Session, token: str) -> None:
+    session.execute(delete(WebSession).where(WebSession.id == token))
+
+
+def delete_web_sessions_before(session: Session, created_before: datetime) -> None:
+    """Sessions signed in before `created_before`, and sessions that ended before it."""
+    session.execute(
+        delete(WebSession).where(or_(WebSession.created_at < created_before, WebSession.ended_at < created_before))
+    )

@@ -18,6 +18,18 @@ def touch(session: Session, worker_id: str, **values) -> None:
     session.execute(update(WorkerRecord).where(WorkerRecord.id == worker_id).values(**values))
 
 
+def died_since(session: Session, since: datetime) -> list[WorkerRecord]:
+    """Workers that died of an error after `since`, the latest first."""
+    return list(
+        session.scalars(
+            select(WorkerRecord)
+            .where(WorkerRecord.exit_error.is_not(None), WorkerRecord.stopped_at >= since)
+            .order_by(WorkerRecord.stopped_at.desc())
+            .limit(20)
+        ).all()
+    )
+
+
 def seen_since(session: Session, since: datetime) -> list[WorkerRecord]:
     """Workers that reported after `since` and have not stopped, oldest first."""
     return list(
