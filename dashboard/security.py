@@ -221,7 +221,7 @@ def audit_refusal(message: str) -> None:
         action, target = "callback", policy.name
     detail = f"{message} ({why})" if why else message
     db = current_app.extensions[_DB]
-    if current_user.is_authenticated:
+    if current_user.is_authenticated or action == SIGN_IN:  # sign-ins are throttled on their own rows
         record(
             db, actor=actor, action=action, target=target, outcome=DENIED, detail=detail, address=request.remote_addr
         )

@@ -109,7 +109,7 @@ def record_repeated(
     try:
         with db.session(write=True) as session:
             if not audit_queries.count_again(
-                session, since=minute, actor=who, action=action, target=what, detail=detail, address=address
+                session, now=now, since=minute, actor=who, action=action, target=what, detail=detail, address=address
             ):
                 audit_queries.add_entry(
                     session, at=now, actor=who, action=action, target=what, outcome=DENIED, detail=detail,

@@ -327,8 +327,12 @@ class TaskBroker:
         `exhausted` says the consumer answered that it had no more (not a timeout).
 
         nc.request() cannot do this (the reply arrives on the message's own subject), so pulls
-        go to an inbox subscription of our own; one pull is in flight at a time.
+        go to an inbox subscription of our own; one pull is in flight at a time. While the
+        connection is down a pull fails at once (BrokerUnavailable) instead of waiting out its
+        timeout: a sweep over every consumer would take minutes.
         """
+        if not self.connected:
+            raise BrokerUnavailable("broker unavailable: not connected")
         if self._pull_inbox is None:
             self._pull_inbox = self.client.new_inbox()
             await self.client.subscribe(f"{self._pull_inbox}.*", cb=self._pull_queue.put)
@@ -369,9 +373,11 @@ class TaskBroker:
         try:
             info = await self.jsm.stream_info(self.stream, subjects_filter=f"{SUBJECT_ROOT}.>")
         except NotFoundError:
-            if await self.recover_topology(force=True):
-                return {}  # a new, empty stream
-            raise BrokerUnavailable(f"broker unavailable: stream {self.stream} not found") from None
+            await self.recover_topology(force=True)
+            try:
+                info = await self.jsm.stream_info(self.stream, subjects_filter=f"{SUBJECT_ROOT}.>")
+            except Exception as error:
+                raise BrokerUnavailable(f"broker unavailable: stream {self.stream} not found ({error})") from None
         except Exception as error:
             raise nats_error(error) from error
         return dict(info.state.subjects or {})

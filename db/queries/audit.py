@@ -38,6 +38,7 @@ def add_entry_now(session: Session, **values) -> int:
 def count_again(
     session: Session,
     *,
+    now: datetime,
     since: datetime,
     actor: str | None,
     action: str,
@@ -45,7 +46,8 @@ def count_again(
     detail: str,
     address: str | None,
 ) -> bool:
-    """Add one to the count of the matching `denied` row written since `since`; False if none."""
+    """Add one to the count of the matching `denied` row written since `since` (and make its time
+    the latest's); False if there is none."""
     same = [
         AuditLog.action == action,
         AuditLog.address.is_(None) if address is None else AuditLog.address == address,
@@ -56,7 +58,10 @@ def count_again(
         AuditLog.target.is_(None) if target is None else AuditLog.target == target,
     ]
     result = session.execute(
-        update(AuditLog).where(*same).values(count=AuditLog.count + 1).execution_options(synchronize_session=False)
+        update(AuditLog)
+        .where(*same)
+        .values(count=AuditLog.count + 1, at=now)
+        .execution_options(synchronize_session=False)
     )
     return rows_changed(result) > 0
 
