@@ -163,6 +163,7 @@ def test_hst004_a_worker_survives_every_generated_hostile_outcome(runtime, start
 
     one()
     still_works(runtime)
+    print(f"\nhst004 generated outcomes: {outcomes}")
     assert outcomes.get("succeeded") and outcomes.get("failed"), outcomes
 
 
