@@ -745,9 +745,9 @@ def bench_history(ctx, raw: RawDB, rounds: int) -> tuple[list[Row], dict]:
         o, r = samples[label]
         parts = {}
         for name, function in (
-            ("upgrades_over_time", lambda: core_history.upgrades_over_time(ctx.db, f)),
-            ("upgrades_by_user", lambda: core_history.upgrades_by_user(ctx.db, f)),
-            ("upgrades_by_category_phase", lambda: core_history.upgrades_by_category_phase(ctx.db, f)),
+            ("changes_over_time", lambda: core_history.changes_over_time(ctx.db, f)),
+            ("changes_by_user", lambda: core_history.changes_by_user(ctx.db, f)),
+            ("changes_by_category_phase", lambda: core_history.changes_by_category_phase(ctx.db, f)),
             ("queue_wait", lambda: core_history.queue_wait(ctx.db, f)),
             ("history_rows (table + count)", lambda: core_history.history_rows(ctx.db, f, limit=1000)),
         ):
@@ -913,13 +913,13 @@ def bench_rss(env: BenchEnv, sample_id: str, rounds: int) -> tuple[list[Row], di
                 )
                 assert "rowData" in response["tasks-grid"]["getRowsResponse"]
             for start_date, end_date in (week, (None, None)):
-                dates = {"history-dates.start_date": start_date, "history-dates.end_date": end_date}
+                dates = {"history-from.value": start_date, "history-to.value": end_date}
                 client.callback("history refresh", "history-over-time.figure", dates)
             download = client.callback(
                 "history csv",
                 "history-download-data.data",
                 {"history-download.n_clicks": 1},
-                {"history-dates.start_date": None, "history-dates.end_date": None},
+                {"history-from.value": None, "history-to.value": None},
             )
             assert download["history-download-data"]["data"]["content"].count("\n") > 1000
         memory = _memory_mb(server.pid)

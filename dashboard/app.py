@@ -1,7 +1,8 @@
 """The web console: a Flask server with sign-in, and a Dash app on top of it.
 
-Pages live in dashboard/pages, one module each, exposing PATH, TITLE, PERMISSION,
-`layout(ctx, user, path)` and `register_callbacks(app, ctx)`. Callbacks are registered on this
+Pages live in dashboard/pages, one module each, exposing PATH, TITLE, PERMISSION (None: any
+signed-in user), `layout(ctx, user, path, query)` and `register_callbacks(app, ctx)`; `query` is
+the URL's query string as a dict of lists (a filtered view can be shared and reloaded). Callbacks are registered on this
 app instance (never with the global @dash.callback), so every create_app() gets its own.
 """
 
@@ -9,10 +10,11 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import dash
 import dash_bootstrap_components as dbc
-from dash import Input, Output, dcc, html
+from dash import Input, Output, State, dcc, html
 from flask import Flask
 
 from core.auth.policy import authorize
@@ -28,11 +30,11 @@ from dashboard.components.common import ConsoleContext
 from dashboard.guard import install_request_checks, page_callbacks, seal
 from dashboard.limits import RESERVED_THREADS, ReadGate
 from dashboard.ops import install_ops
-from dashboard.pages import history, overview, task_detail, tasks, tokens, users
+from dashboard.pages import account, history, overview, task_detail, tasks, tokens, users
 from dashboard.security import ConsoleDash, check_secret_key, install_security, set_script_hashes
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
-PAGES = [overview, tasks, task_detail, history, users, tokens]
+PAGES = [overview, tasks, task_detail, history, users, tokens, account]
 NAV_PAGES = [overview, tasks, history, users]
 
 
@@ -73,11 +75,17 @@ def create_app(settings: Settings, runtime: Runtime) -> dash.Dash:
         enable_mcp=False,  # whatever DASH_MCP_ENABLED says (docs/architecture.md, "Dash traps")
     )
     app.layout = lambda: _shell()
+    app.index_string = app.index_string.replace("<html>", '<html lang="en">')
 
     with page_callbacks(app, runtime.db, "app", None):
 
-        @app.callback(Output("page", "children"), Output("navbar", "children"), Input("url", "pathname"))
-        def route(pathname: str):
+        @app.callback(
+            Output("page", "children"),
+            Output("navbar", "children"),
+            Input("url", "pathname"),
+            State("url", "search"),
+        )
+        def route(pathname: str, search: str):
             user = acting_user_or_none()
             if user is None:
                 return html.Div("Sign in first.", className="p-4"), None
@@ -86,11 +94,15 @@ def create_app(settings: Settings, runtime: Runtime) -> dash.Dash:
             navbar = _navbar(user, path)
             if page is None:
                 return _message("Not found", f"There is no page at {path[:200]}."), navbar
-            try:
-                authorize(runtime.db, user, page.PERMISSION, action="view", target=path[:128], address=client_address())
-            except NotAllowed:
-                return _message("Not allowed", f"Your role ({user.role.value}) cannot open {page.TITLE}."), navbar
-            return page.layout(ctx, user, path), navbar
+            if page.PERMISSION is not None:
+                try:
+                    authorize(
+                        runtime.db, user, page.PERMISSION, action="view", target=path[:128], address=client_address()
+                    )
+                except NotAllowed:
+                    return _message("Not allowed", f"Your role ({user.role.value}) cannot open {page.TITLE}."), navbar
+            query = parse_qs(search[1:] if isinstance(search, str) and search.startswith("?") else "")
+            return page.layout(ctx, user, path, query), navbar
 
     for page in PAGES:
         with page_callbacks(app, runtime.db, page.__name__.rsplit(".", 1)[-1], page.PERMISSION):
@@ -106,7 +118,7 @@ def _shell() -> html.Div:
         [
             dcc.Location(id="url", refresh="callback-nav"),
             html.Div(id="navbar"),
-            dbc.Container(html.Div(id="page"), fluid=True, className="py-3"),
+            html.Main(dbc.Container(html.Div(id="page"), fluid=True, className="py-3")),
         ]
     )
 
@@ -119,12 +131,21 @@ def _navbar(user, pathname: str) -> dbc.Navbar:
         for p in NAV_PAGES
         if user.can(p.PERMISSION)
     ]
+    own = [
+        # The user's own settings sit by their name, not among the pages.
+        dcc.Link(account.TITLE, href=account.PATH, className="btn btn-outline-light btn-sm me-2", id="nav-account")
+    ]
+    if user.can(tokens.PERMISSION):
+        own.append(
+            dcc.Link(tokens.TITLE, href=tokens.PATH, className="btn btn-outline-light btn-sm me-2", id="nav-tokens")
+        )
     sign_out = html.Form(
         [
             dcc.Input(type="hidden", name="csrf_token", value=csrf_token()),
             html.Span(f"{user.username} · {user.role.value}", className="navbar-text me-3", id="whoami"),
-            # The user's own settings sit by their name, not among the pages.
-            dcc.Link(tokens.TITLE, href=tokens.PATH, className="btn btn-outline-light btn-sm me-2", id="nav-tokens"),
+            # Where console.js reads the zone it shows times in ("last updated" in a banner).
+            html.Span(id="user-time-zone", hidden=True, **{"data-zone": user.time_zone}),
+            *own,
             html.Button("Sign out", className="btn btn-outline-light btn-sm", id="sign-out", type="submit"),
         ],
         method="POST",

@@ -43,6 +43,7 @@ class ConsoleUser(UserMixin):
     username: str
     role: Role
     permissions: frozenset[Permission]
+    time_zone: str = "UTC"
 
     def get_id(self) -> str:
         return self.session_token
@@ -93,7 +94,7 @@ def install_auth(
         actor = session_user(db, token, sessions)
         if actor is None:
             return None
-        return ConsoleUser(token, actor.username, actor.role, actor.permissions)
+        return ConsoleUser(token, actor.username, actor.role, actor.permissions, actor.time_zone)
 
     @server.before_request
     def require_sign_in():
@@ -141,7 +142,11 @@ def install_auth(
                     limits=limits,
                 )
             except SignInThrottled as error:
-                return _login_page(str(error), csrf_token()), 429, {"Retry-After": str(error.retry_after)}
+                return (
+                    _login_page(str(error), csrf_token(), _typed_name()),
+                    429,
+                    {"Retry-After": str(error.retry_after)},
+                )
             except NotAllowed as error:
                 message = str(error)
             else:
@@ -151,7 +156,7 @@ def install_auth(
                 csrf_token()
                 prune_sessions(db, sessions)
                 return redirect(_safe_next(request.args.get("next")))
-        return _login_page(message, csrf_token()), 401 if message else 200
+        return _login_page(message, csrf_token(), _typed_name()), 401 if message else 200
 
     @server.post("/logout")
     def logout():
@@ -166,8 +171,15 @@ def install_auth(
         return response
 
 
-def _login_page(message: str, token: str) -> str:
+def _typed_name() -> str:
+    """The user name a refused sign-in sent, to type the password again without it (escaped where shown)."""
+    name = request.form.get("username") if request.method == "POST" else None
+    return name[:64] if isinstance(name, str) else ""
+
+
+def _login_page(message: str, token: str, username: str = "") -> str:
     alert = f'<div class="alert alert-danger" role="alert">{escape(message)}</div>' if message else ""
+    focus_name, focus_password = ("", " autofocus") if username else (" autofocus", "")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Sign in · Switchyard</title>
@@ -179,9 +191,11 @@ def _login_page(message: str, token: str) -> str:
 <form method="post" id="login-form" class="card card-body shadow-sm">
 <input type="hidden" name="csrf_token" value="{escape(token)}">
 <label class="form-label" for="username">User name</label>
-<input class="form-control mb-3" id="username" name="username" autocomplete="username" required autofocus>
+<input class="form-control mb-3" id="username" name="username" autocomplete="username" required
+ value="{escape(username)}"{focus_name}>
 <label class="form-label" for="password">Password</label>
-<input class="form-control mb-3" id="password" name="password" type="password" autocomplete="current-password" required>
+<input class="form-control mb-3" id="password" name="password" type="password"
+ autocomplete="current-password" required{focus_password}>
 <button class="btn btn-primary w-100" id="login-button" type="submit">Sign in</button>
 </form></main></body></html>"""
 

@@ -29,7 +29,7 @@ from dashboard.auth import acting_user_or_none, client_address
 from dashboard.security import UPDATE_COMPONENT, CallbackPolicy, callback_policies
 
 # Inputs a person fires by clicking: a callback with one of them is an action.
-ACTION_INPUTS = frozenset({"n_clicks", "cellRendererData"})
+ACTION_INPUTS = frozenset({"n_clicks", "n_submit", "cellRendererData"})
 WILDCARDS = ("ALL", "MATCH", "ALLSMALLER")
 
 

@@ -204,6 +204,7 @@ SCHEMAS: dict[str, Any] = {
             "max_attempts": {"type": "integer"},
             "correlation_id": _nullable({"type": "string"}),
             "created_at": _TIME,
+            "queued_at": _TIME,
         },
     },  # fmt: skip
     "TaskList": {

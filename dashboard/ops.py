@@ -61,7 +61,9 @@ def install_ops(server: Flask, settings: Settings, ctx) -> None:
             response.headers["X-Request-ID"] = request_id
         if not request.path.startswith(QUIET_PATHS):
             started = getattr(g, "request_started", time.perf_counter())
-            log.info(
+            # A console polls every 2 s: requests are DEBUG; refusals and errors stand out at INFO.
+            log.log(
+                logging.DEBUG if response.status_code < 400 else logging.INFO,
                 "%s %s %s",
                 request.method,
                 request.path,

@@ -23,6 +23,18 @@ from dashboard.security import check_secret_key
 IN_PROCESS_CONCURRENCY = 4
 
 
+def first_admin_notice(password: str) -> str:
+    """The one-time admin password, framed so it stands out from the logs around it."""
+    lines = [
+        "First start: sign in as  admin  with the password",
+        f"    {password}",
+        "It is shown this once. Change it on the My account page.",
+    ]
+    width = max(len(line) for line in lines) + 2
+    rule = "+" + "-" * width + "+"
+    return "\n".join(["", rule, *(f"| {line.ljust(width - 2)} |" for line in lines), rule, ""])
+
+
 def serve(
     settings: Settings,
     *,
@@ -39,8 +51,6 @@ def serve(
         stack.callback(stop_embedded_broker, settings, embedded)
         runtime = stack.enter_context(Runtime.open(settings, require_broker=True))
         generated = ensure_admin(runtime.db, admin_password)
-        if generated:
-            print(f"First start: created user 'admin' with password {generated} (shown once; change it)", flush=True)
         assert runtime.broker is not None  # require_broker
         url = runtime.broker.broker.url
         for index in range(worker_count):
@@ -61,6 +71,8 @@ def serve(
         signal.signal(signal.SIGTERM, lambda *_: server.close())  # before the URL: a supervisor may stop us at once
         print(f"Switchyard console: http://{host}:{server.effective_port}/", flush=True)
         print(f"broker: {url}  database: {runtime.db.describe()}", flush=True)
+        if generated:
+            print(first_admin_notice(generated), flush=True)
         try:
             server.run()
         except (KeyboardInterrupt, OSError):

@@ -235,6 +235,8 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # How the console shows times to this user: "UTC" or an IANA zone (their browser's).
+    time_zone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
 
 
 class WebSession(Base):
@@ -295,6 +297,7 @@ class AuditLog(Base):
         # Sign-in throttling counts recent failures per account and per address (core/security.py).
         Index("ix_audit_log_sign_in_actor", "action", "actor", "at"),
         Index("ix_audit_log_sign_in_address", "action", "address", "at"),
+        Index("ix_audit_log_target", "target", "at"),  # a task's timeline: what people did to it
     )
 
 
@@ -315,6 +318,22 @@ class WorkerRecord(Base):
     tasks_run: Mapped[int] = mapped_column(Integer, default=0)
     # Why it stopped, when it died of an error it did not handle (None: stopped as asked).
     exit_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class TaskAttempt(Base):
+    """An attempt of a task that ended without success (failed, or its lease ran out): the task
+    row keeps only its current attempt, the timeline shows these. Written in the same fenced
+    transaction as the outcome; successes need no row (the task row holds the last attempt)."""
+
+    __tablename__ = "task_attempts"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    task_id: Mapped[str] = mapped_column(String(32), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    worker_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    ended_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class TaskEffect(Base):

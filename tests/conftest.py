@@ -15,7 +15,7 @@ from core.tasks.builtin import default_registry
 from core.tasks.registry import TaskRegistry
 from db.engine import Database
 from tests.support.constants import DATABASES, PASSWORD, POSTGRES_URL, ROLE_USERS
-from tests.support.harness import Recorder, make_settings, reset_stream
+from tests.support.harness import Recorder, make_settings, private_database, reset_stream
 
 
 @pytest.fixture(scope="session")
@@ -25,11 +25,19 @@ def nats_server(tmp_path_factory) -> NatsServer:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A database of this run's own on the server SWITCHYARD_TEST_DATABASE_URL names, so runs that
+    share the server (CI and a developer's) never meet each other's tables."""
+    with private_database(POSTGRES_URL) as url:
+        yield url
+
+
 @pytest.fixture(params=DATABASES)
 def database_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'switchyard.db'}"
-    return POSTGRES_URL
+    return request.getfixturevalue("postgres_url")
 
 
 @pytest.fixture
@@ -59,7 +67,8 @@ def runtime(settings, registry) -> Runtime:
 
 @pytest.fixture
 def start_worker(settings, registry):
-    """start_worker(recorder, buckets=..., categories=..., phases=..., concurrency=...)"""
+    """start_worker(recorder, buckets=..., categories=..., phases=..., concurrency=...);
+    start_worker.stop_all() stops them before the test ends."""
     started: list[tuple[WorkerThread, Database]] = []
 
     def start(
@@ -86,10 +95,16 @@ def start_worker(settings, registry):
         started.append((WorkerThread(worker).start(), db))
         return worker
 
+    def stop_all() -> None:
+        """Stop every worker started so far (a test that wants no more runs from here on)."""
+        while started:
+            thread, db = started.pop()
+            thread.stop()
+            db.dispose()
+
+    start.stop_all = stop_all  # type: ignore[attr-defined]
     yield start
-    for thread, db in started:
-        thread.stop()
-        db.dispose()
+    stop_all()
 
 
 @pytest.fixture

@@ -591,6 +591,7 @@ def test_api010_list_has_the_console_s_filters_sorts_and_paging(runtime, client)
         "max_attempts",
         "correlation_id",
         "created_at",
+        "queued_at",
     }
 
     pages, offset = [], 0

@@ -92,6 +92,7 @@ def test_con_b004_manager_makes_one_urgent_and_cancels_another_viewer_sees_no_bu
     confirm_reason(console, "board meeting")
     console.wait_for_contains_text("#task-action-result", "to 9 (Urgent)", timeout=15)
     click_action(console, "cancel", doomed)
+    confirm_reason(console, "sent twice")  # Cancel asks first; its reason is optional
     console.wait_for_contains_text("#task-action-result", "cancelled", timeout=15)
     assert task_row(runtime, urgent)["priority"] == 9
     assert task_row(runtime, doomed)["status"] == "cancelled"
@@ -110,6 +111,8 @@ def test_con_b005_admin_makes_a_task_critical_and_a_failed_one_is_retried(consol
     confirm_reason(console, "outage")
     console.wait_for_contains_text("#task-action-result", "to 10 (Critical)", timeout=15)
     click_action(console, "retry", failed)
+    console.wait_for_text_to_equal("#reason-modal-title", "Retry this task?")  # it asks first, no reason
+    console.find_element("#reason-confirm").click()
     console.wait_for_contains_text("#task-action-result", failed, timeout=15)
     assert task_row(runtime, critical)["priority"] == 10
     retried = task_row(runtime, failed)

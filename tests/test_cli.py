@@ -143,10 +143,15 @@ def test_cli004_serve_starts_and_stops_its_own_broker(tmp_path, database_url):
         text=True,
     )
     try:
-        first_start = server.stdout.readline().strip()
-        assert first_start.startswith("First start: created user 'admin' with password ")
-        password = first_start.split(" with password ")[1].split(" ")[0]
+        # The URL first, then the one-time admin password in a frame that stands out from the logs.
         assert server.stdout.readline().strip() == f"Switchyard console: http://127.0.0.1:{port}/"
+        assert server.stdout.readline().startswith("broker: nats://")
+        notice = [server.stdout.readline().rstrip("\n") for _ in range(7)]
+        assert notice[0] == "" and notice[1] == notice[5] and re.fullmatch(r"\+-+\+", notice[1])
+        assert "sign in as  admin" in notice[2] and "My account" in notice[4]
+        assert all(len(line) == len(notice[1]) and line[0] == line[-1] == "|" for line in notice[2:5])
+        password = notice[3].strip("| ").strip()
+        assert len(password) >= 12
         url_file = tmp_path / "data" / "nats" / "url"
         broker_url = url_file.read_text()
         broker_port = int(broker_url.rsplit(":", 1)[1])

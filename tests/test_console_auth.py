@@ -41,6 +41,7 @@ OVERVIEW_OUTPUTS = [
     ("overview-throughput", "figure"),
     ("overview-workers", "children"),
     ("overview-errors", "children"),
+    ("overview-updated", "children"),
 ]
 
 

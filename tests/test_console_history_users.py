@@ -302,10 +302,10 @@ def seeded(db):
     return db
 
 
-def test_con_h001_upgrades_over_time_per_hour_and_per_day(seeded):
+def test_con_h001_changes_over_time_per_hour_and_per_day(seeded):
     everything = history.HistoryFilter()
     assert history.granularity(seeded, everything) == "hour"
-    hourly = history.upgrades_over_time(seeded, everything)
+    hourly = history.changes_over_time(seeded, everything)
     assert hourly["unit"] == "hour"
     assert [(p["at"], p["action"], p["count"]) for p in hourly["points"]] == [
         (at(0), "prioritize", 2),
@@ -318,7 +318,7 @@ def test_con_h001_upgrades_over_time_per_hour_and_per_day(seeded):
 
     month = history.make_filter("2025-03-01", "2025-03-31")
     assert history.granularity(seeded, month) == "day"
-    daily = history.upgrades_over_time(seeded, month)
+    daily = history.changes_over_time(seeded, month)
     assert [(p["at"], p["action"], p["count"]) for p in daily["points"]] == [
         (at(0), "critical", 1),
         (at(0), "prioritize", 2),
@@ -326,17 +326,17 @@ def test_con_h001_upgrades_over_time_per_hour_and_per_day(seeded):
         (at(24), "prioritize", 1),
         (at(24), "urgent", 1),
     ]
-    assert history.upgrades_over_time(seeded, history.make_filter("2024-01-01", "2024-01-02"))["points"] == []
+    assert history.changes_over_time(seeded, history.make_filter("2024-01-01", "2024-01-02"))["points"] == []
 
 
 def test_con_h002_by_user_and_by_category_phase(seeded):
     everything = history.HistoryFilter()
-    assert history.upgrades_by_user(seeded, everything) == [
+    assert history.changes_by_user(seeded, everything) == [
         {"user": "otto", "action": "prioritize", "count": 3},
         {"user": "mona", "action": "urgent", "count": 2},
         {"user": "ada", "action": "critical", "count": 1},
     ]
-    assert history.upgrades_by_category_phase(seeded, everything) == [
+    assert history.changes_by_category_phase(seeded, everything) == [
         {"category": "(unknown)", "phase": "(unknown)", "count": 1},
         {"category": "etl", "phase": "extract", "count": 2},
         {"category": "etl", "phase": "load", "count": 1},
@@ -344,7 +344,7 @@ def test_con_h002_by_user_and_by_category_phase(seeded):
         {"category": "webapp", "phase": "transform", "count": 1},
     ]
     etl = history.make_filter(category="etl")
-    assert history.upgrades_by_user(seeded, etl) == [
+    assert history.changes_by_user(seeded, etl) == [
         {"user": "otto", "action": "prioritize", "count": 2},
         {"user": "mona", "action": "urgent", "count": 1},
     ]
@@ -436,7 +436,7 @@ def test_con_h005_filter_validation(seeded):
     for kwargs, text in [
         (dict(start_date="2025-03-12", end_date="2025-03-10"), "before the start"),
         (dict(start_date="yesterday"), "must be a date"),
-        (dict(action="delete"), "unknown action"),
+        (dict(action="delete"), "the action is one of prioritize, urgent, critical, cancel, retry"),
         (dict(user="x" * 65), "at most 64"),
         (dict(text=["list"]), "must be text"),
     ]:
@@ -446,6 +446,51 @@ def test_con_h005_filter_validation(seeded):
         history.history_rows(seeded, history.HistoryFilter(start=datetime(2025, 3, 10)))
     with pytest.raises(InvalidInput):
         history.history_rows(seeded, history.HistoryFilter(), limit=0)
+
+
+def test_con_h006_cancels_and_retries_come_from_the_audit_log(seeded):
+    """The page counts what people did besides upgrading: successful cancels and retries from the
+    audit log, with their task's category and phase; refusals and other audit rows are not changes."""
+    with seeded.session(write=True) as s:
+        s.execute(
+            insert(AuditLog),
+            [
+                dict(at=at(2), actor="mona", action="cancel", target="t2", outcome="ok", detail="duplicate load"),
+                dict(at=at(27), actor="otto", action="retry", target="t3", outcome="ok", detail=None),
+                dict(at=at(3), actor="otto", action="cancel", target="t1", outcome="denied", detail="not allowed"),
+                dict(at=at(3), actor="otto", action="sign_in", target=None, outcome="ok", detail=None),
+            ],
+        )
+    everything = history.HistoryFilter()
+    result = history.history_rows(seeded, everything)
+    rows = [(r["task_id"], r["action"], r["changed_by"]) for r in result["rows"]]
+    assert result["total"] == 8
+    assert rows[:2] == [("t3", "retry", "otto"), ("gone", "prioritize", "otto")]
+    assert rows[3] == ("t2", "cancel", "mona")
+    cancel = result["rows"][3]
+    assert (cancel["reason"], cancel["category"], cancel["phase"], cancel["from_priority"]) == (
+        "duplicate load", "etl", "load", None,
+    )  # fmt: skip
+    paged = history.history_rows(seeded, everything, limit=3, offset=2)["rows"]
+    assert [(r["task_id"], r["action"]) for r in paged] == [("t4", "urgent"), ("t2", "cancel"), ("t3", "critical")]
+
+    assert history.history_rows(seeded, history.make_filter(action="cancel"))["total"] == 1
+    assert history.history_rows(seeded, history.make_filter(text="duplicate"))["total"] == 1
+    assert history.history_rows(seeded, history.make_filter(category="report"))["total"] == 2
+    assert history.history_rows(seeded, history.make_filter(action="retry", user="mona"))["total"] == 0
+    by_user = history.changes_by_user(seeded, everything)
+    assert {"user": "otto", "action": "retry", "count": 1} in by_user
+    assert {"user": "mona", "action": "cancel", "count": 1} in by_user
+    assert by_user[0]["user"] == "otto"  # 4 changes
+    cells = {(c["category"], c["phase"]): c["count"] for c in history.changes_by_category_phase(seeded, everything)}
+    assert cells[("etl", "load")] == 2 and cells[("report", "default")] == 2
+    hourly = history.changes_over_time(seeded, everything)
+    assert (at(2), "cancel", 1) in [(p["at"], p["action"], p["count"]) for p in hourly["points"]]
+    assert history.time_range(seeded, everything) == (at(0, 10), at(27))
+    assert history.queue_wait(seeded, history.make_filter(action="retry"))["summary"] == []
+    exported = list(csv.DictReader(io.StringIO(history.export_csv(seeded, everything))))
+    assert len(exported) == 8 and exported[0]["action"] == "retry" and exported[0]["to_priority"] == ""
+    assert history.filter_options(seeded)["users"] == ["ada", "mona", "otto"]
 
 
 def test_con_h007_history_rows_carry_the_task_facts_and_learn_when_it_started(runtime, start_worker):
@@ -623,24 +668,31 @@ def test_con_p002_admin_uses_the_users_page_callbacks(app, runtime):
         {"toggle-active": 1, "target-user": "vera", "users-data": [{"username": "vera", "active": True}]},
         "toggle-active.n_clicks",
     )
+    assert response.status_code == 204  # Disable asks first: the click only opens the dialog
+    assert vera.get("/_dash-layout").status_code == 200
+    response = call_callback(
+        client,
+        "users-result.children",
+        {"disable-confirm": 1, "target-user": "vera", "users-data": [{"username": "vera", "active": True}]},
+        "disable-confirm.n_clicks",
+    )
     assert "vera is disabled" in response.get_data(as_text=True)
     assert vera.get("/_dash-layout").status_code == 401
 
 
 def test_con_p003_history_callbacks_check_view_history(app, runtime, seeded):
-    today = datetime.now(timezone.utc).date().isoformat()
-    values = {"history-dates": None}
+    values = {"history-from": None, "history-to": None}
     viewer = sign_in(app, "vera")
-    response = call_callback(viewer, "history-over-time.figure", values, "history-dates.start_date")
+    response = call_callback(viewer, "history-over-time.figure", values, "history-from.value")
     assert response.status_code == 403
     response = call_callback(viewer, "history-download-data.data", {"history-download": 1}, "history-download.n_clicks")
     assert response.status_code == 403
 
     manager = sign_in(app, "mona")
-    response = call_callback(manager, "history-over-time.figure", values, "history-dates.start_date")
+    response = call_callback(manager, "history-over-time.figure", values, "history-from.value")
     assert response.status_code == 200
     body = response.get_json()["response"]
-    assert body["history-summary"]["children"].startswith("6 upgrades match")
+    assert body["history-summary"]["children"].startswith("6 changes match")
     assert len(body["history-table"]["rowData"]) == 6
     response = call_callback(
         manager,
@@ -651,4 +703,3 @@ def test_con_p003_history_callbacks_check_view_history(app, runtime, seeded):
     data = response.get_json()["response"]["history-download-data"]["data"]
     assert data["filename"].endswith(".csv")
     assert len(list(csv.reader(io.StringIO(data["content"])))) == 3
-    assert today  # the page defaults to the last 7 days; the test passes no dates to see everything

@@ -9,6 +9,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from dash import no_update
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from sqlalchemy import select, update
 
@@ -222,15 +223,21 @@ def flow(runtime):
     return Ctx(runtime), task_actions.signer("test-secret")
 
 
+def dialog(outputs: tuple) -> task_actions.Dialog:
+    """An action callback's outputs by name."""
+    return task_actions.Dialog(*outputs)
+
+
 def test_con_t020_upgrade_opens_dialog_then_confirm_upgrades(runtime, flow):
     ctx, serializer = flow
     task_id = runtime.service.dispatch_task("demo.echo", priority=5)
     mona = console_user("manager")
-    is_open, token, text, reason, alert, done = task_actions.request_action(ctx, serializer, mona, task_id, "urgent")
-    assert is_open is True and token and task_row(runtime, task_id).priority == 5  # nothing done yet
-    out = task_actions.confirm_action(ctx, serializer, mona, token, "customer waiting")
-    assert out[0] is False and out[5]
-    assert "raised from 5" in str(out[4].children) and out[4].color == "success"
+    opened = dialog(task_actions.request_action(ctx, serializer, mona, task_id, "urgent"))
+    assert opened.open is True and opened.token and task_row(runtime, task_id).priority == 5  # nothing done yet
+    assert opened.confirm_label == "Urgent" and opened.reason_style == task_actions.SHOW
+    done = dialog(task_actions.confirm_action(ctx, serializer, mona, opened.token, "customer waiting"))
+    assert done.open is False and done.done
+    assert "raised from 5" in str(done.result.children) and done.result.color == "success"
     row = task_row(runtime, task_id)
     assert row.priority == 9 and row.bucket == "high"
     with runtime.db.session() as session:
@@ -242,16 +249,17 @@ def test_con_t021_confirm_without_reason_keeps_dialog_open(runtime, flow):
     ctx, serializer = flow
     task_id = runtime.service.dispatch_task("demo.echo", priority=5)
     otto = console_user("operator")
-    token = task_actions.request_action(ctx, serializer, otto, task_id, "prioritize")[1]
-    out = task_actions.confirm_action(ctx, serializer, otto, token, "   ")
-    assert out[0] is True and "reason" in str(out[4].children)
+    token = dialog(task_actions.request_action(ctx, serializer, otto, task_id, "prioritize")).token
+    kept = dialog(task_actions.confirm_action(ctx, serializer, otto, token, "   "))
+    assert kept.open is no_update and kept.token is no_update  # the dialog stays, with its token
+    assert "An upgrade needs a reason." in str(kept.feedback.children) and kept.result is no_update
     assert task_row(runtime, task_id).priority == 5
 
 
 def test_con_t022_token_bound_to_user_and_unforgeable(runtime, flow):
     ctx, serializer = flow
     task_id = runtime.service.dispatch_task("demo.echo", priority=5)
-    ada_token = task_actions.request_action(ctx, serializer, console_user("admin"), task_id, "critical")[1]
+    ada_token = dialog(task_actions.request_action(ctx, serializer, console_user("admin"), task_id, "critical")).token
     for user, token in (
         (console_user("operator"), ada_token),  # someone else's dialog
         (console_user("admin"), ada_token[:-2] + "xx"),  # tampered
@@ -261,8 +269,8 @@ def test_con_t022_token_bound_to_user_and_unforgeable(runtime, flow):
         ),
         (console_user("admin"), None),
     ):
-        out = task_actions.confirm_action(ctx, serializer, user, token, "because", client="10.1.2.3")
-        assert out[4].color == "danger" and "not issued to you" in str(out[4].children)
+        out = dialog(task_actions.confirm_action(ctx, serializer, user, token, "because", client="10.1.2.3"))
+        assert out.result.color == "danger" and "not issued to you" in str(out.result.children)
     assert task_row(runtime, task_id).priority == 5
     with runtime.db.session() as session:
         denied = session.execute(
@@ -284,8 +292,8 @@ def test_con_t022_token_bound_to_user_and_unforgeable(runtime, flow):
 
     earlier = URLSafeTimedSerializer("test-secret", salt=task_actions.signer("x").salt, signer=HourAgo)
     stale = task_actions.sign_pending(earlier, console_user("admin"), task_id, "critical")
-    out = task_actions.confirm_action(ctx, serializer, console_user("admin"), stale, "because")
-    assert "no longer valid" in str(out[4].children)
+    out = dialog(task_actions.confirm_action(ctx, serializer, console_user("admin"), stale, "because"))
+    assert "no longer valid" in str(out.result.children)
     with runtime.db.session() as session:
         last = session.scalars(select(AuditLog.outcome).order_by(AuditLog.id.desc()).limit(1)).one()
     assert last == "refused" and task_row(runtime, task_id).priority == 5
@@ -295,10 +303,13 @@ def test_con_t023_operator_critical_refused_by_core(runtime, flow):
     ctx, serializer = flow
     task_id = runtime.service.dispatch_task("demo.echo", priority=5)
     otto = console_user("operator")
-    # The browser can ask for anything; the dialog opens, core refuses on confirm.
-    token = task_actions.request_action(ctx, serializer, otto, task_id, "critical")[1]
-    out = task_actions.confirm_action(ctx, serializer, otto, token, "let me")
-    assert out[4].color == "danger"
+    # No dialog for an action the role may not take; the refusal says why (and is audited).
+    refused = dialog(task_actions.request_action(ctx, serializer, otto, task_id, "critical"))
+    assert refused.open is False and refused.result.color == "danger"
+    # A token forged for it is refused on confirm.
+    token = task_actions.sign_pending(serializer, otto, task_id, "critical")
+    out = dialog(task_actions.confirm_action(ctx, serializer, otto, token, "let me"))
+    assert out.result.color == "danger"
     assert task_row(runtime, task_id).priority == 5
     # Even with a stale ConsoleUser claiming admin permissions, core asks the database.
     fake_admin = ConsoleUser("test-session", "otto", Role.ADMIN, ROLE_PERMISSIONS[Role.ADMIN])
@@ -306,24 +317,34 @@ def test_con_t023_operator_critical_refused_by_core(runtime, flow):
     assert alert.color == "danger" and task_row(runtime, task_id).priority == 5
 
 
-def test_con_t024_cancel_and_retry_act_directly_with_refusals_shown(runtime, flow):
+def test_con_t024_cancel_and_retry_ask_first_with_refusals_shown(runtime, flow):
     ctx, serializer = flow
     queued = runtime.service.dispatch_task("demo.echo", priority=5)
     failed = runtime.service.dispatch_task("demo.echo", priority=3)
     make_failed(runtime, failed)
     otto, mona = console_user("operator"), console_user("manager")
 
-    out = task_actions.request_action(ctx, serializer, otto, queued, "cancel")
-    assert out[0] is False and out[4].color == "danger" and task_row(runtime, queued).status == "queued"
-    out = task_actions.request_action(ctx, serializer, mona, queued, "cancel")
-    assert out[4].color == "success" and out[5] and task_row(runtime, queued).status == "cancelled"
-    out = task_actions.request_action(ctx, serializer, mona, queued, "cancel")
-    assert out[4].color == "danger" and "only queued" in str(out[4].children)
+    out = dialog(task_actions.request_action(ctx, serializer, otto, queued, "cancel"))
+    assert out.open is False and out.result.color == "danger" and task_row(runtime, queued).status == "queued"
+    asked = dialog(task_actions.request_action(ctx, serializer, mona, queued, "cancel"))
+    assert asked.open is True and asked.title == "Cancel this task?" and asked.confirm_label == "Cancel task"
+    assert "optional" in asked.reason_label and task_row(runtime, queued).status == "queued"
+    out = dialog(task_actions.confirm_action(ctx, serializer, mona, asked.token, "duplicate of another run"))
+    assert out.result.color == "success" and out.done and task_row(runtime, queued).status == "cancelled"
+    with runtime.db.session() as session:
+        entry = session.scalars(select(AuditLog).where(AuditLog.action == "cancel", AuditLog.outcome == "ok")).one()
+    assert (entry.actor, entry.target, entry.detail) == ("mona", queued, "duplicate of another run")
+    again = dialog(task_actions.request_action(ctx, serializer, mona, queued, "cancel"))
+    out = dialog(task_actions.confirm_action(ctx, serializer, mona, again.token, ""))
+    assert out.result.color == "danger" and "only queued" in str(out.result.children)
 
-    out = task_actions.request_action(ctx, serializer, console_user("viewer"), failed, "retry")
-    assert out[4].color == "danger" and task_row(runtime, failed).status == "failed"
-    out = task_actions.request_action(ctx, serializer, otto, failed, "retry")
-    assert out[4].color == "success"
+    out = dialog(task_actions.request_action(ctx, serializer, console_user("viewer"), failed, "retry"))
+    assert out.result.color == "danger" and task_row(runtime, failed).status == "failed"
+    asked = dialog(task_actions.request_action(ctx, serializer, otto, failed, "retry"))
+    assert asked.open is True and asked.reason_style == task_actions.HIDE and asked.confirm_label == "Retry task"
+    assert task_row(runtime, failed).status == "failed"
+    out = dialog(task_actions.confirm_action(ctx, serializer, otto, asked.token, None))
+    assert out.result.color == "success"
     row = task_row(runtime, failed)
     assert row.status == "queued" and row.priority == 3
 
@@ -447,7 +468,7 @@ def test_con_t031_forged_critical_from_operator_session_changes_nothing(app, run
     confirmed = call(
         client,
         dialog,
-        {("reason-confirm", "n_clicks"): 1, ("reason-cancel", "n_clicks"): None},
+        {("reason-confirm", "n_clicks"): 1, ("reason-close", "n_clicks"): None},
         {("task-action-pending", "data"): token, ("reason-input", "value"): "forged"},
     )
     assert confirmed.status_code == 200
@@ -472,10 +493,22 @@ def test_con_t032_forged_cancel_from_operator_refused_manager_allowed(app, runti
     client = app.server.test_client()
     sign_in(client, "otto")
     grid = find_callback(client, "tasks-grid", "cellRendererData")
+    confirm = find_callback(client, "reason-confirm", "n_clicks")
     click = {"value": {"action": "cancel", "task_id": task_id, "nonce": 2}}
     response = call(client, grid, {("tasks-grid", "cellRendererData"): click})
     assert response.status_code == 200 and task_row(runtime, task_id).status == "queued"
+    assert response.get_json()["response"]["task-action-pending"]["data"] is None  # no dialog for otto
     manager = app.server.test_client()
     sign_in(manager, "mona")
     response = call(manager, grid, {("tasks-grid", "cellRendererData"): click})
-    assert response.status_code == 200 and task_row(runtime, task_id).status == "cancelled"
+    assert response.status_code == 200 and task_row(runtime, task_id).status == "queued"  # it asks first
+    token = response.get_json()["response"]["task-action-pending"]["data"]
+    # otto replays mona's confirmation: refused; mona confirms: cancelled.
+    for who, expected in ((client, "queued"), (manager, "cancelled")):
+        response = call(
+            who,
+            confirm,
+            {("reason-confirm", "n_clicks"): 1, ("reason-close", "n_clicks"): None},
+            {("task-action-pending", "data"): token, ("reason-input", "value"): ""},
+        )
+        assert response.status_code == 200 and task_row(runtime, task_id).status == expected

@@ -212,7 +212,8 @@ def stop(process: subprocess.Popen) -> None:
 
 
 def test_ops007_two_web_processes_serve_the_same_data_and_sessions(settings, runtime, tmp_path):
-    key = dict(SWITCHYARD_SECRET_KEY="k" * 48, SWITCHYARD_LOG_FORMAT="json")
+    # Requests are logged at DEBUG (a console polls every 2 s; INFO would be nothing but polls).
+    key = dict(SWITCHYARD_SECRET_KEY="k" * 48, SWITCHYARD_LOG_FORMAT="json", SWITCHYARD_LOG_LEVEL="debug")
     ports = [free_port(), free_port()]
     logs = [tmp_path / "web-a.log", tmp_path / "web-b.log"]
     webs = [start_web(settings, port, log, **key) for port, log in zip(ports, logs)]
@@ -251,6 +252,23 @@ def test_ops007_two_web_processes_serve_the_same_data_and_sessions(settings, run
         requests_logged = [e for e in entries if e.get("path") == "/_dash-update-component"]
         assert requests_logged and all(e.get("request_id") and e.get("status") for e in requests_logged)
         assert any(e.get("user") == ROLE_USERS["operator"] for e in requests_logged)
+
+
+def test_ops009_requests_log_at_debug_and_refusals_at_info(app, caplog):
+    """A console polls every 2 s: at the default level (INFO) the log keeps what matters, not polls."""
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="switchyard.web")
+    client = app.server.test_client()
+    assert client.get("/login").status_code == 200
+    assert client.post("/_dash-update-component", json={}).status_code in (401, 403)
+    assert client.get("/healthz").status_code == 200  # quiet paths: not logged at all
+    logged = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "switchyard.web"]
+    assert (logging.DEBUG, "GET /login 200") in logged
+    assert [m for level, m in logged if m.startswith("POST /_dash-update-component")] and all(
+        level == logging.INFO for level, m in logged if m.startswith("POST /_dash-update-component")
+    )
+    assert not [m for _, m in logged if "/healthz" in m]
 
 
 def test_ops008_gunicorn_runs_several_web_processes(settings, runtime, tmp_path):
@@ -340,5 +358,5 @@ def _route_request(path: str) -> dict:
         "outputs": [{"id": "page", "property": "children"}, {"id": "navbar", "property": "children"}],
         "inputs": [{"id": "url", "property": "pathname", "value": path}],
         "changedPropIds": ["url.pathname"],
-        "state": [],
+        "state": [{"id": "url", "property": "search", "value": ""}],
     }

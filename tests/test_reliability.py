@@ -30,7 +30,7 @@ from core.tasks.builtin import registry_for
 from core.tasks.rows import DispatchRequest
 from db.engine import Database
 from db.models import PriorityHistory, Task, TaskStatus, utcnow
-from tests.support.constants import POSTGRES_URL, ROLE_USERS
+from tests.support.constants import ROLE_USERS
 from tests.support.harness import (
     FAULT_TASKS,
     NatsCluster,
@@ -319,7 +319,7 @@ def test_rel004_database_briefly_unavailable_is_reported_and_survived(tmp_path, 
     the write lock longer than the busy timeout."""
     proxy = None
     if database_url.startswith("postgresql"):
-        real = make_url(POSTGRES_URL)
+        real = make_url(database_url)
         proxy = TcpProxy(real.host or "127.0.0.1", real.port or 5432).up()
         url = real.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
     else:

@@ -126,7 +126,7 @@ class Op:
     signed-in role without `permission` leaves (a callable of the values' task or user)."""
 
     label: str
-    permission: Permission
+    permission: Permission | None  # None: any signed-in user (their own things)
     prepare: Callable
     audit: Callable | None = None
 
@@ -152,23 +152,18 @@ def _detail_click(action):
 
 def _effect(action, task_id):
     def effect(c: Console, response) -> bool:
+        # A click only opens the confirmation dialog with a pending token for this user.
         row = c.task(task_id)
-        if action == "cancel":
-            return row.status == TaskStatus.CANCELLED
-        if action == "retry":
-            return row.status == TaskStatus.QUEUED and row.generation == 2
-        # An upgrade click only opens the reason dialog with a pending token for this user.
         pending = response.get_json()["response"]["task-action-pending"]["data"]
-        return isinstance(pending, str) and row.priority == 0
+        unchanged = row.generation == 1 and row.priority in (0, 3)
+        return isinstance(pending, str) and unchanged
 
     return effect
 
 
 def _confirm(action, issued_to=None):
-    target = {"prioritize": 8, "urgent": 9, "critical": 10}[action]
-
     def prepare(c: Console, role):
-        task_id = c.queued_task(0)
+        task_id = c.failed_task() if action == "retry" else c.queued_task(0)
         owner = issued_to or NAMES[role] or "nobody"
         token = task_actions.signer(c.app.server.secret_key).dumps({"user": owner, "task": task_id, "action": action})
         values = {
@@ -178,9 +173,15 @@ def _confirm(action, issued_to=None):
         }
 
         def effect(c: Console, response) -> bool:
+            row = c.task(task_id)
+            if action == "cancel":
+                return row.status == TaskStatus.CANCELLED
+            if action == "retry":
+                return row.status == TaskStatus.QUEUED and row.generation == 2
             with c.db.session() as session:
                 history = session.scalars(select(PriorityHistory).where(PriorityHistory.task_id == task_id)).all()
-            return c.task(task_id).priority == target and len(history) == 1
+            target = {"prioritize": 8, "urgent": 9, "critical": 10}[action]
+            return row.priority == target and len(history) == 1
 
         return values, effect, task_id
 
@@ -198,7 +199,11 @@ def _users(button):
             values[("new-role", "value")] = "operator"
         elif button == "change-role":
             values.update({("target-user", "value"): victim, ("target-role", "value"): "manager"})
-        elif button == "toggle-active":
+        elif button == "toggle-active":  # on a disabled user it enables at once; disabling asks first
+            user_admin.set_active(c.db, "ada", victim, False)
+            values[("target-user", "value")] = victim
+            values[("users-data", "data")] = [{"username": victim, "role": "viewer", "active": False}]
+        elif button == "disable-confirm":
             values[("target-user", "value")] = victim
             values[("users-data", "data")] = [{"username": victim, "role": "viewer", "active": True}]
         else:
@@ -212,6 +217,8 @@ def _users(button):
             if button == "change-role":
                 return after.role == "manager" and after.session_version == before.session_version + 1
             if button == "toggle-active":
+                return after.active is True
+            if button == "disable-confirm":
                 return after.active is False
             return after.password_hash != before.password_hash
 
@@ -233,7 +240,7 @@ def _tokens(kind):
         else:
             made = api_tokens.system_create_token(c.db, victim, "theirs")
             token_id = made.info.id
-            values = {("revoke-token", "n_clicks"): 1, ("token-target", "value"): str(token_id)}
+            values = {("revoke-confirm", "n_clicks"): 1, ("token-target", "value"): str(token_id)}
 
         def effect(c: Console, response) -> bool:
             with c.db.session() as session:
@@ -244,6 +251,63 @@ def _tokens(kind):
             return len(rows) == 1 and rows[0].revoked_at is not None
 
         return values, effect, victim
+
+    return prepare
+
+
+def _asks(button, values_for):
+    """A click that only opens a confirmation dialog: allowed, it opens it and changes nothing."""
+
+    def prepare(c: Console, role):
+        values, subject = values_for(c)
+        values[(button, "n_clicks")] = 1
+
+        def effect(c: Console, response) -> bool:
+            outputs = response.get_json()["response"]
+            return any(v.get("is_open") is True for v in outputs.values())
+
+        return values, effect, subject
+
+    return prepare
+
+
+def _disable_values(c: Console):
+    victim = c.victim()
+    return {("target-user", "value"): victim,
+            ("users-data", "data"): [{"username": victim, "role": "viewer", "active": True}]}, victim  # fmt: skip
+
+
+def _revoke_values(c: Console):
+    from core.auth import tokens as api_tokens
+
+    victim = c.victim()
+    made = api_tokens.system_create_token(c.db, victim, "theirs")
+    option = {"label": f"{made.info.prefix}… theirs", "value": str(made.info.id)}
+    return {("token-target", "value"): str(made.info.id), ("token-target", "options"): [option]}, victim
+
+
+def _account(kind):
+    def prepare(c: Console, role):
+        name = NAMES[role]
+        before = c.user(name) if name else None
+        if kind == "zone":
+            values = {("account-zone-save", "n_clicks"): 1, ("account-zone", "value"): "browser",
+                      ("account-browser-zone", "data"): "Europe/Paris"}  # fmt: skip
+        elif kind == "password":
+            values = {("account-password-form", "n_submit"): 1, ("account-current", "value"): PASSWORD,
+                      ("account-new", "value"): PASSWORD, ("account-repeat", "value"): PASSWORD}  # fmt: skip
+        else:
+            values = {("account-sign-out-others", "n_clicks"): 1}
+
+        def effect(c: Console, response) -> bool:
+            after = c.user(name)
+            if kind == "zone":
+                return after.time_zone == "Europe/Paris"
+            if kind == "password":
+                return after.password_hash != before.password_hash
+            return "other session" in response.get_data(as_text=True)
+
+        return values, effect, name
 
     return prepare
 
@@ -274,15 +338,30 @@ SCENARIOS: dict[str, list[Op]] = {
         Op("critical", Permission.CRITICAL_TASKS, _confirm("critical"), lambda a, s: (a, s)),
         # An admin's confirmation replayed from every other session (for the admin it is their own).
         Op("critical", Permission.CRITICAL_TASKS, _confirm("critical", issued_to="ada"), lambda a, s: (a, s)),
+        Op("cancel", Permission.CANCEL_TASKS, _confirm("cancel"), lambda a, s: (a, s)),
+        Op("retry", Permission.PRIORITIZE_TASKS, _confirm("retry"), lambda a, s: (a, s)),
     ],
     "users.act": [
         Op(b, Permission.MANAGE_USERS, _users(b), lambda a, s: ("callback", "users.act"))
-        for b in ("create-user", "change-role", "toggle-active", "reset-password")
+        for b in ("create-user", "change-role", "toggle-active", "disable-confirm", "reset-password")
+    ],
+    "users.confirm_disable": [
+        Op(
+            "ask",
+            Permission.MANAGE_USERS,
+            _asks("toggle-active", _disable_values),
+            lambda a, s: ("callback", "users.confirm_disable"),
+        ),
     ],
     "tokens.act": [
         Op("token.create", Permission.MANAGE_USERS, _tokens("create"), lambda a, s: (a, s)),
         Op("token.revoke", Permission.MANAGE_USERS, _tokens("revoke"), lambda a, s: (a, s)),
     ],
+    "tokens.confirm_revoke": [
+        Op("ask", Permission.VIEW_DASHBOARD, _asks("revoke-token", _revoke_values), None),
+    ],
+    # Every signed-in user, for their own account only: nobody else's can be named.
+    "account.act": [Op(kind, None, _account(kind), None) for kind in ("zone", "password", "others")],
     "history.download": [Op("export", Permission.VIEW_HISTORY, _csv, lambda a, s: ("callback", "history.download"))],
 }
 
@@ -299,9 +378,19 @@ SAMPLES: dict[str, Callable] = {
         ("users-data", "data"): [{"username": "vera", "role": "viewer", "active": True}],
     },
     "tokens.refresh": lambda c: {("tokens-refresh", "data"): 1},
+    "tasks.live": lambda c: {
+        ("tasks-tick", "n_intervals"): 1,
+        ("tasks-anchor", "data"): "2000-01-01T00:00:00+00:00",
+    },  # fmt: skip
+    "task_detail.live": lambda c: {
+        ("task-detail-tick", "n_intervals"): 1,
+        ("task-detail-id", "data"): c.sentinel_task,
+        ("task-detail-seen", "data"): "x",
+    },  # fmt: skip
+    "account.refresh": lambda c: {("account-refresh", "data"): 1},
 }
 # What a reader may see in each read callback's answer (proves the request reached the data).
-SHOWS_SENTINEL = {"tasks.get_rows", "task_detail.refresh", "history.refresh", "users.refresh"}
+SHOWS_SENTINEL = {"tasks.get_rows", "task_detail.refresh", "task_detail.live", "history.refresh", "users.refresh"}
 
 
 def test_sec001_every_callback_has_a_policy_and_a_security_scenario(console):

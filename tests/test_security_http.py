@@ -107,9 +107,9 @@ def test_sec031_logout_and_callbacks_without_token_or_from_another_site_are_refu
     # The HTTP API takes bearer tokens, never cookies: the console's CSRF rules do not apply to it.
     api = client.post("/api/v1/tasks", json={"name": "demo.echo"}, headers={"Origin": EVIL})
     assert "cross-origin" not in api.get_data(as_text=True) and "CSRF" not in api.get_data(as_text=True)
-    # With its token, from its own origin, the same request goes through.
-    assert post(client, click, Origin="http://localhost").status_code == 200
-    assert runtime.service.describe_task(task_id)["status"] == "cancelled"
+    # With its token, from its own origin, the same request goes through: the dialog asks.
+    accepted = post(client, click, Origin="http://localhost")
+    assert accepted.status_code == 200 and accepted.get_json()["response"]["task-action-pending"]["data"]
     assert client.post("/logout", data={"csrf_token": token}, headers={"Origin": "http://localhost"}).status_code == 302
 
 
@@ -128,7 +128,7 @@ def test_sec032_a_cookie_captured_before_logout_password_role_change_or_disable_
     if ending == "logout":
         assert victim.post("/logout", data={"csrf_token": captured["_csrf_token"]}).status_code == 302
     else:
-        button = {"password": "reset-password", "role": "change-role", "disable": "toggle-active"}[ending]
+        button = {"password": "reset-password", "role": "change-role", "disable": "disable-confirm"}[ending]
         values = {
             (button, "n_clicks"): 1,
             ("target-user", "value"): "walt",
@@ -520,26 +520,28 @@ def test_sec042_every_sign_in_sign_out_action_denial_and_user_change_is_one_audi
         value = {"value": {"action": action, "task_id": task_id, "nonce": time.time()}}
         return post(client, found["tasks.grid_action"].body({("tasks-grid", "cellRendererData"): value}))
 
-    opened = click(admin, "critical", queued).get_json()["response"]
-    token = opened["task-action-pending"]["data"]
-    values = {
-        ("reason-confirm", "n_clicks"): 1,
-        ("task-action-pending", "data"): token,
-        ("reason-input", "value"): "outage",
-    }
-    confirm = found["tasks.reason_dialog"].body(values)
-    assert "to 10 (Critical)" in post(admin, confirm).get_data(as_text=True)
+    def confirmed(client, action, task_id, reason=""):
+        """Click, then confirm in the dialog: every task action asks first."""
+        token = click(client, action, task_id).get_json()["response"]["task-action-pending"]["data"]
+        values = {
+            ("reason-confirm", "n_clicks"): 1,
+            ("task-action-pending", "data"): token,
+            ("reason-input", "value"): reason,
+        }
+        return post(client, found["tasks.reason_dialog"].body(values)).get_data(as_text=True)
+
+    assert "to 10 (Critical)" in confirmed(admin, "critical", queued, "outage")
     expected.append(("ada", "critical", queued, "ok", "203.0.113.1"))
-    assert "cancelled" in click(admin, "cancel", doomed).get_data(as_text=True)
+    assert "cancelled" in confirmed(admin, "cancel", doomed, "not needed")
     expected.append(("ada", "cancel", doomed, "ok", "203.0.113.1"))
-    assert "queued again" in click(admin, "retry", failed).get_data(as_text=True)
+    assert "queued again" in confirmed(admin, "retry", failed)
     expected.append(("ada", "retry", failed, "ok", "203.0.113.1"))
     assert "not allowed" in click(viewer, "retry", failed).get_data(as_text=True)
     expected.append(("vera", "retry", failed, "denied", "203.0.113.3"))
     assert post(viewer, found["users.refresh"].body({("users-refresh", "data"): 1})).status_code == 403
     expected.append(("vera", "callback", "users.refresh", "denied", "203.0.113.3"))
     # An action refused because the task moved on is audited too (refused, not denied).
-    assert "only queued tasks" in click(admin, "cancel", doomed).get_data(as_text=True)
+    assert "only queued tasks" in confirmed(admin, "cancel", doomed)
     expected.append(("ada", "cancel", doomed, "refused", "203.0.113.1"))
 
     def users(button, **values):
@@ -553,7 +555,7 @@ def test_sec042_every_sign_in_sign_out_action_denial_and_user_change_is_one_audi
     assert "now operator" in users("change-role", target_user="walt", target_role="operator")
     expected.append(("ada", "user.role", "walt", "ok", "203.0.113.1"))
     data = [{"username": "walt", "role": "operator", "active": True}]
-    assert "disabled" in users("toggle-active", target_user="walt", users_data=data)
+    assert "disabled" in users("disable-confirm", target_user="walt", users_data=data)
     expected.append(("ada", "user.disable", "walt", "ok", "203.0.113.1"))
     data = [{"username": "walt", "role": "operator", "active": False}]
     assert "enabled" in users("toggle-active", target_user="walt", users_data=data)

@@ -20,9 +20,7 @@ from db.queries import audit as audit_queries
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-OK = "ok"
-DENIED = "denied"
-REFUSED = "refused"
+OK, DENIED, REFUSED = audit_queries.OK, audit_queries.DENIED, audit_queries.REFUSED
 
 
 class Denied(NotAllowed):

@@ -1,6 +1,7 @@
-"""Pending confirmations: an upgrade the console asked a person to give a reason for.
+"""Pending confirmations: an action the console asked a person to confirm (an upgrade, with its
+reason; a cancel, with an optional one; a retry).
 
-The dialog holds the pending upgrade in the browser as a token signed with the app's secret
+The dialog holds the pending action in the browser as a token signed with the app's secret
 key, naming the user it was issued to. Only the dialog sends a token, and only the one it was
 given: no token, a tampered one or another user's is a forged or replayed request, denied and
 audited here before anything else is asked. An expired one (the dialog left open for over
@@ -18,8 +19,8 @@ from core.errors import NotAllowed, WrongState
 from core.priority import UpgradeAction
 from db.engine import Database
 
-PENDING_MAX_AGE = 600  # seconds a reason dialog stays valid
-_UPGRADES = tuple(a.value for a in UpgradeAction)
+PENDING_MAX_AGE = 600  # seconds a dialog stays valid
+_ACTIONS = tuple(a.value for a in UpgradeAction) + ("cancel", "retry")
 
 
 def signer(secret_key: str) -> URLSafeTimedSerializer:
@@ -39,7 +40,7 @@ def redeem_pending(
     (expired)."""
 
     def refuse(outcome: str, detail: str, action: Any = None, target: Any = None) -> None:
-        audited_action = action if action in _UPGRADES else "upgrade"
+        audited_action = action if action in _ACTIONS else "upgrade"
         record(db, actor=user.username, action=audited_action, target=target, outcome=outcome, detail=detail,
                address=address)  # fmt: skip
         raise (NotAllowed if outcome == DENIED else WrongState)(detail)
@@ -58,6 +59,6 @@ def redeem_pending(
     target = task_id if isinstance(task_id, str) else None
     if owner != user.username:
         refuse(DENIED, f"confirmation issued to {str(owner)[:64]!r} replayed by {user.username!r}", action, target)
-    if target is None or action not in _UPGRADES:
+    if target is None or action not in _ACTIONS:
         refuse(DENIED, "confirmation token malformed", action, target)
     return str(target), str(action)

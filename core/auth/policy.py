@@ -25,6 +25,7 @@ class Actor:
     username: str
     role: Role
     permissions: frozenset[Permission]
+    time_zone: str = "UTC"  # how the console shows this user times
 
     def can(self, permission: Permission) -> bool:
         return permission in self.permissions
@@ -52,7 +53,7 @@ def load_actor(session: Transaction, username: object) -> Actor | None:
     if user is None or not user.active:
         return None
     permissions = user_queries.permissions_of(session, user.role)
-    return Actor(user.username, Role(user.role), frozenset(Permission(p) for p in permissions))
+    return Actor(user.username, Role(user.role), frozenset(Permission(p) for p in permissions), user.time_zone)
 
 
 def authorize(

@@ -46,6 +46,7 @@ class Claimed:
     bucket: str
     queued_at: datetime
     lease_token: str
+    started_at: datetime | None = None  # when this claim was made
 
 
 @dataclass
@@ -85,7 +86,7 @@ def claim(
     None for a stale message (upgraded, cancelled or already run): it must not run."""
     token = os.urandom(16).hex()
     row = leases.claim(connection, message.task_id, message.generation, stream_seq, token, now + lease, now, worker_id)
-    return None if row is None else Claimed(**row._mapping, lease_token=token)
+    return None if row is None else Claimed(**row._mapping, lease_token=token, started_at=now)
 
 
 def extend_lease(connection: Connection, claimed: Claimed, lease: timedelta, now: datetime) -> bool:
@@ -124,6 +125,16 @@ def record_outcome(
         recorded = leases.fail(connection, task_id, token, now, outcome.error)
     if not recorded:
         return False
+    if not outcome.ok:  # the timeline keeps every attempt that did not succeed
+        leases.add_attempt(
+            connection,
+            task_id=task_id,
+            attempt=claimed.attempts,
+            worker_id=worker_id,
+            started_at=claimed.started_at,
+            ended_at=now,
+            error=outcome.error,
+        )
     if outcome.ok and effects:
         leases.add_effects(
             connection,

@@ -50,6 +50,16 @@ def reap_expired_leases(db: Database, limit: int = 500) -> tuple[int, int]:
             )
         with db.session(write=True) as session:
             changed = queries.take_back_lease(session, row.id, row.generation, row.lease_token, values)
+            if changed:
+                queries.add_attempt(
+                    session,
+                    task_id=row.id,
+                    attempt=row.attempts,
+                    worker_id=row.worker_id,
+                    started_at=row.started_at,
+                    ended_at=now,
+                    error=lost,
+                )
         if changed:
             if values["status"] == TaskStatus.QUEUED:
                 requeued += 1

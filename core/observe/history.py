@@ -1,4 +1,5 @@
-"""Priority history analytics for the History page and its CSV export.
+"""History analytics for the History page and its CSV export: what people did to tasks, the
+upgrades from priority_history and the cancels and retries from the audit log.
 
 The aggregates are SQL (db.queries.history); this module checks the filter, picks the chart's
 time unit, runs the page's queries side by side and shapes what they return. Times are UTC:
@@ -9,7 +10,8 @@ Waits, in seconds, for each upgrade, both stored on the history row:
   upgraded it (written with the row);
 - after (wait_after_s): started_at - changed_at, how long it still waited once upgraded
   (written by a trigger when the task starts, see db/models.py).
-Rows where a wait is unknown (not started yet, or a row written by hand) are left out of it.
+Rows where a wait is unknown (not started yet, or a row written by hand) are left out of it;
+cancels and retries have no waits.
 
 The page needs VIEW_HISTORY; routing and the page's callbacks check it. Nothing here writes.
 """
@@ -18,20 +20,25 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
+import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, Iterator
 
 from core.errors import InvalidInput
-from core.priority import parse_upgrade_action
-from core.timefmt import iso
+from core.priority import UpgradeAction
+from core.timefmt import UTC, iso, zone
 from db.engine import Database
 from db.queries import history as queries
+from db.queries.history import AUDITED_ACTIONS, HistoryFilter
 from db.queries.history import ROW_COLUMNS as CSV_COLUMNS
-from db.queries.history import HistoryFilter
 
-__all__ = ["CSV_COLUMNS", "HistoryFilter"]
+__all__ = ["ACTIONS", "CSV_COLUMNS", "HistoryFilter"]
+
+# Everything the page counts: the three upgrades, then what the audit log adds.
+ACTIONS: tuple[str, ...] = tuple(a.value for a in UpgradeAction) + AUDITED_ACTIONS
 
 TABLE_LIMIT = 1000  # rows the page's table shows (newest first)
 EXPORT_LIMIT = 250_000  # rows a CSV export may hold (it is built in the web process's memory)
@@ -84,8 +91,10 @@ def make_filter(
     user: object = None,
     category: object = None,
     text: object = None,
+    zone_name: str = UTC,
 ) -> HistoryFilter:
-    """A filter from what a form sends: dates (YYYY-MM-DD, end day included) and optional strings."""
+    """A filter from what a form sends: dates (YYYY-MM-DD, end day included, days of the user's
+    time zone) and optional strings."""
     first, last = _day(start_date, "the start date"), _day(end_date, "the end date")
     if first and last and last < first:
         raise InvalidInput("the end date is before the start date")
@@ -100,13 +109,30 @@ def make_filter(
         return value.strip() or None
 
     return HistoryFilter(
-        start=datetime.combine(first, time(), timezone.utc) if first else None,
-        end=datetime.combine(last + timedelta(days=1), time(), timezone.utc) if last else None,
-        action=parse_upgrade_action(action).value if action not in (None, "") else None,
+        start=_midnight(first, zone_name),
+        end=_midnight(last + timedelta(days=1), zone_name) if last else None,
+        action=_action(action),
         user=text_or_none(user, "the user", 64),
         category=text_or_none(category, "the category", 32),
         text=text_or_none(text, "the search text", 200),
     )
+
+
+def _midnight(day: date | None, zone_name: str) -> datetime | None:
+    if day is None:
+        return None
+    try:
+        return datetime.combine(day, time(), zone(zone_name)).astimezone(timezone.utc)
+    except OverflowError:
+        raise InvalidInput(f"{day.isoformat()} is out of range") from None
+
+
+def _action(value: object) -> str | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, str) and value.strip().lower() in ACTIONS:
+        return value.strip().lower()
+    raise InvalidInput(f"the action is one of {', '.join(ACTIONS)}, not {str(value)[:32]!r}")
 
 
 # -- the charts ---------------------------------------------------------------------------------
@@ -130,20 +156,20 @@ def granularity(db: Database, f: HistoryFilter) -> str:
     return "hour" if end - start <= HOURLY_MAX_SPAN else "day"
 
 
-def upgrades_over_time(db: Database, f: HistoryFilter, unit: str | None = None) -> dict[str, Any]:
+def changes_over_time(db: Database, f: HistoryFilter, unit: str | None = None) -> dict[str, Any]:
     """{'unit': 'hour'|'day', 'points': [{'at': aware datetime, 'action': str, 'count': int}]}"""
     unit = unit or granularity(db, f)
     if unit not in ("hour", "day"):
         raise InvalidInput("the time unit is hour or day")
     with db.reading() as session:
-        rows = queries.upgrades_over_time(session, _checked(f), unit)
+        rows = queries.changes_over_time(session, _checked(f), unit)
     return {"unit": unit, "points": [{"at": at, "action": action, "count": n} for at, action, n in rows]}
 
 
-def upgrades_by_user(db: Database, f: HistoryFilter) -> list[dict[str, Any]]:
-    """[{'user', 'action', 'count'}], users with the most upgrades first."""
+def changes_by_user(db: Database, f: HistoryFilter) -> list[dict[str, Any]]:
+    """[{'user', 'action', 'count'}], users with the most changes first."""
     with db.reading() as session:
-        rows = queries.upgrades_by_user(session, _checked(f))
+        rows = queries.changes_by_user(session, _checked(f))
     totals: dict[str, int] = {}
     for user, _action, n in rows:
         totals[user] = totals.get(user, 0) + n
@@ -151,10 +177,11 @@ def upgrades_by_user(db: Database, f: HistoryFilter) -> list[dict[str, Any]]:
     return [{"user": user, "action": action, "count": n} for user, action, n in rows]
 
 
-def upgrades_by_category_phase(db: Database, f: HistoryFilter) -> list[dict[str, Any]]:
-    """[{'category', 'phase', 'count'}]; a row without them (written by hand) counts as '(unknown)'."""
+def changes_by_category_phase(db: Database, f: HistoryFilter) -> list[dict[str, Any]]:
+    """[{'category', 'phase', 'count'}]; a row without them (written by hand, or its task gone)
+    counts as '(unknown)'."""
     with db.reading() as session:
-        rows = queries.upgrades_by_category_phase(session, _checked(f))
+        rows = queries.changes_by_category_phase(session, _checked(f))
     unknown = "(unknown)"
     counts: dict[tuple[str, str], int] = {}
     for category, phase, n in rows:
@@ -225,21 +252,32 @@ def _queue_wait(before: list[tuple], after: list[tuple]) -> dict[str, Any]:
 
 # The page's queries are independent reads: run side by side (each on its own connection;
 # both drivers release the GIL while the database works), the page takes as long as the
-# slowest one instead of their sum. Process-wide, so concurrent pages share four threads.
-_QUERIES = ThreadPoolExecutor(max_workers=4, thread_name_prefix="history-query")
+# slowest one instead of their sum. Four threads per database, shared by every page on it
+# (held with the database: a process has one, a test suite many).
+_POOLS: weakref.WeakKeyDictionary[Database, ThreadPoolExecutor] = weakref.WeakKeyDictionary()
+_POOLS_LOCK = threading.Lock()
+
+
+def _pool(db: Database) -> ThreadPoolExecutor:
+    with _POOLS_LOCK:
+        pool = _POOLS.get(db)
+        if pool is None:
+            pool = _POOLS[db] = ThreadPoolExecutor(max_workers=4, thread_name_prefix="history-query")
+        return pool
 
 
 def page(db: Database, f: HistoryFilter, *, table_limit: int = TABLE_LIMIT) -> dict[str, Any]:
     """Everything the history page shows for one filter: {'over_time', 'by_user',
     'by_category', 'wait', 'table'}, as the functions above return them."""
     f = _checked(f)
+    pool = _pool(db)
     jobs: dict[str, Future[Any]] = {  # the slowest first, so they start at once
-        "wait_before": _QUERIES.submit(_wait_groups, db, f, after=False),
-        "wait_after": _QUERIES.submit(_wait_groups, db, f, after=True),
-        "over_time": _QUERIES.submit(upgrades_over_time, db, f),
-        "table": _QUERIES.submit(history_rows, db, f, limit=table_limit),
-        "by_user": _QUERIES.submit(upgrades_by_user, db, f),
-        "by_category": _QUERIES.submit(upgrades_by_category_phase, db, f),
+        "wait_before": pool.submit(_wait_groups, db, f, after=False),
+        "wait_after": pool.submit(_wait_groups, db, f, after=True),
+        "over_time": pool.submit(changes_over_time, db, f),
+        "table": pool.submit(history_rows, db, f, limit=table_limit),
+        "by_user": pool.submit(changes_by_user, db, f),
+        "by_category": pool.submit(changes_by_category_phase, db, f),
     }
     done = {name: job.result() for name, job in jobs.items()}
     done["wait"] = _queue_wait(done.pop("wait_before"), done.pop("wait_after"))

@@ -44,6 +44,7 @@ def database_stats(db: Database) -> dict[str, Any]:
     with db.reading() as session:
         by_status = queries.count_by_status(session)
         cells = queries.queued_cells(session)
+        newest = queries.newest_created_at(session)
     buckets: dict[str, dict[str, Any]] = {b.value: {"queued": 0, "oldest_age_seconds": None} for b in BUCKETS_IN_ORDER}
     matrix = []
     for category, phase, bucket, count, oldest in cells:
@@ -59,6 +60,7 @@ def database_stats(db: Database) -> dict[str, Any]:
         "status": {status: by_status.get(status, 0) for status in TaskStatus.ALL},
         "buckets": buckets,
         "cells": matrix,
+        "newest_created_at": iso(newest),
     }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -146,8 +146,9 @@ def get_task(
 
 
 def describe_task(db: Database, task_id: object, *, related: bool = False) -> dict[str, Any]:
-    """The task as plain data, with its priority history (oldest first) and, with `related`,
-    the other tasks of its correlation id. For callers that checked the reader already."""
+    """The task as plain data, with its priority history (oldest first) and, with `related`
+    (the console's task page), the other tasks of its correlation id and its timeline. For
+    callers that checked the reader already."""
     checked = check_task_id(task_id)
     with db.reading() as session:
         task = task_queries.get_task(session, checked)
@@ -157,6 +158,7 @@ def describe_task(db: Database, task_id: object, *, related: bool = False) -> di
         pipeline = (
             task_queries.tasks_with_correlation(session, task.correlation_id) if related and task.correlation_id else []
         )
+        events = _timeline(session, task, history) if related else []
         described = task_to_dict(task) | {
             "priority_history": [
                 {
@@ -174,7 +176,52 @@ def describe_task(db: Database, task_id: object, *, related: bool = False) -> di
         }
     if related:
         described["related"] = [dict(r, created_at=iso(r["created_at"])) for r in pipeline if r["id"] != task.id]
+        described["timeline"] = events
     return described
+
+
+TIMELINE_ACTIONS = ("cancel", "retry")
+
+
+def _timeline(session: Any, task: Any, history: list[Any]) -> list[dict[str, Any]]:
+    """Who did what to the task and when, oldest first: {"at", "what", "who", "detail"}.
+    From the row (dispatched, the current attempt), the priority history (upgrades), the audit
+    log (cancel, retry) and the attempts that did not succeed."""
+    first = history[0].from_priority if history else task.priority
+    events: list[dict[str, Any]] = [
+        {"at": task.created_at, "what": "Dispatched", "who": task.created_by,
+         "detail": f"at priority {first} ({Priority(first).label})"},
+    ]  # fmt: skip
+    for change in history:
+        events.append(
+            {
+                "at": change.changed_at,
+                "what": f"Upgraded {change.from_priority} → {change.to_priority} ({change.action})",
+                "who": change.changed_by,
+                "detail": change.reason,
+            }
+        )
+    for row in task_queries.actions_on(session, task.id, TIMELINE_ACTIONS):
+        what = "Cancelled" if row.action == "cancel" else "Retried"
+        events.append({"at": row.at, "what": what, "who": row.actor, "detail": row.detail})
+    for attempt in task_queries.attempts_of(session, task.id):
+        if attempt.started_at is not None:
+            events.append(
+                {"at": attempt.started_at, "what": f"Attempt {attempt.attempt} started", "who": attempt.worker_id,
+                 "detail": None}
+            )  # fmt: skip
+        events.append(
+            {"at": attempt.ended_at, "what": f"Attempt {attempt.attempt} failed", "who": attempt.worker_id,
+             "detail": attempt.error}
+        )  # fmt: skip
+    if task.started_at is not None:
+        events.append(
+            {"at": task.started_at, "what": f"Attempt {task.attempts} started", "who": task.worker_id, "detail": None}
+        )
+    if task.finished_at is not None and task.status == TaskStatus.SUCCEEDED:
+        events.append({"at": task.finished_at, "what": "Succeeded", "who": task.worker_id, "detail": None})
+    unique = {(e["at"], e["what"]): e for e in events}  # a failed task's last attempt is on its row too
+    return [dict(e, at=iso(e["at"])) for e in sorted(unique.values(), key=lambda e: e["at"])]
 
 
 # -- shaping -----------------------------------------------------------------------------------
@@ -195,7 +242,19 @@ def task_summary(row: dict[str, Any]) -> dict[str, Any]:
         "max_attempts": row["max_attempts"],
         "correlation_id": row["correlation_id"],
         "created_at": iso(row["created_at"]),
+        "queued_at": iso(row["queued_at"]),
     }
+
+
+def count_newer(db: Database, actor: object, filters: TaskFilters, *, cap: int = 1000) -> int | None:
+    """How many tasks matching `filters` were created after its anchor (up to `cap`; None
+    beyond): the grid's "N new tasks"."""
+    if filters.created_before is None:
+        return 0
+    authorize(db, actor, Permission.VIEW_TASKS, action="task.view")
+    newer = replace(filters, created_before=None)
+    with db.reading() as session:
+        return task_list.count_tasks(session, newer, cap=cap, created_after=filters.created_before)
 
 
 def allowed_actions(status: str, priority: int, permissions: Iterable[Permission]) -> list[str]:

@@ -58,6 +58,13 @@ def check_reason(reason: object) -> str:
     return reason
 
 
+def check_optional_reason(reason: object) -> str | None:
+    """A reason a person may give (a cancel's): None when empty, else as check_reason."""
+    if reason is None or (isinstance(reason, str) and not reason.strip()):
+        return None
+    return check_reason(reason)
+
+
 def build_task_row(
     settings: Settings, registry: TaskRegistry, request: DispatchRequest, now: datetime, created_by: str | None
 ) -> dict:

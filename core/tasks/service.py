@@ -43,6 +43,7 @@ from core.tasks.rows import (
     MAX_BATCH,
     DispatchRequest,
     build_task_row,
+    check_optional_reason,
     check_reason,
     check_task_id,
     count_dispatched,
@@ -221,9 +222,12 @@ class TaskService:
 
         return run_audited(self.db, user, str(action)[:16] if action else "upgrade", task_id, address, operation)
 
-    def cancel_task(self, task_id: object, user: object, *, address: str | None = None) -> None:
+    def cancel_task(self, task_id: object, user: object, *, address: str | None = None, reason: object = None) -> None:
+        """Stop a queued task; the reason, if given, goes into the audit log (the timeline)."""
+
         def operation() -> None:
             checked_id = check_task_id(task_id)
+            checked_reason = check_optional_reason(reason)
             actor = authorize(self.db, user, CANCEL_PERMISSION, action="cancel", target=checked_id, address=address)
             with self.db.session(write=True) as session:
                 task = self._get(session, checked_id)
@@ -239,7 +243,10 @@ class TaskService:
                         "finished_at": utcnow(),
                     },
                 )
-                audit(session, actor=actor.username, action="cancel", target=task.id, address=address)
+                audit(
+                    session, actor=actor.username, action="cancel", target=task.id, detail=checked_reason,
+                    address=address,
+                )  # fmt: skip
             metrics.CANCELLED.inc()
             self._discard(message)
 
@@ -271,6 +278,10 @@ class TaskService:
                         "finished_at": None,
                         "lease_token": None,
                         "lease_expires_at": None,
+                        # The failed attempts are in task_attempts; the row shows the new one.
+                        "error": None,
+                        "worker_id": None,
+                        "result": None,
                     },
                     expected_status=TaskStatus.FAILED,
                 )

@@ -30,6 +30,13 @@ class ConsoleContext:
         return self.runtime.db
 
 
+SHORT_ID = 8  # the end of a task id: what tells tasks apart (the beginning is the creation time)
+
+
+def short_id(task_id: str | None) -> str:
+    return (task_id or "")[-SHORT_ID:]
+
+
 def acting_user() -> ConsoleUser:
     """The signed-in user of this request. Callbacks act as this user and nobody else."""
     user = acting_user_or_none()
@@ -45,6 +52,25 @@ def run_action(action: Callable[[], Any], success: Callable[[Any], str]) -> dbc.
     except SwitchyardError as error:
         return dbc.Alert(str(error), color="danger", dismissable=True, className="action-result")
     return dbc.Alert(success(result), color="success", dismissable=True, duration=8000, className="action-result")
+
+
+def confirm_dialog(prefix: str, title: str, confirm_label: str) -> dbc.Modal:
+    """A closed "are you sure?" dialog: {prefix}-modal, -modal-text, -close and -confirm."""
+    return dbc.Modal(
+        [
+            dbc.ModalHeader(dbc.ModalTitle(title, id=f"{prefix}-modal-title")),
+            dbc.ModalBody(id=f"{prefix}-modal-text"),
+            dbc.ModalFooter(
+                [
+                    dbc.Button("Close", id=f"{prefix}-close", color="secondary", outline=True),
+                    dbc.Button(confirm_label, id=f"{prefix}-confirm", color="danger"),
+                ]
+            ),
+        ],
+        id=f"{prefix}-modal",
+        labelledby=f"{prefix}-modal-title",
+        is_open=False,
+    )
 
 
 def next_refresh(count: Any) -> int:

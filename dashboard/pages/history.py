@@ -1,9 +1,10 @@
-"""History: who upgraded what, when, and whether it helped.
+"""History: who upgraded, cancelled or retried what, when and why, and whether upgrades helped.
 
-Filters (UTC dates, action, user, category, text in the reason) drive four charts aggregated in
-SQL by core.history, a table of the newest matching priority_history rows (capped at
-TABLE_LIMIT, paged in the browser) and a CSV download of every matching row (up to
-EXPORT_LIMIT). Managers and admins only (view_history); every callback re-checks it.
+Filters (dates in the user's time zone, action, user, category, text in the reason) drive four
+charts aggregated in SQL by core.observe.history, a table of the newest matching changes (capped
+at TABLE_LIMIT, paged in the browser; task ids link to the task) and a CSV download of every
+matching row (up to EXPORT_LIMIT). Managers and admins only (view_history); every callback
+re-checks it.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from dash.exceptions import PreventUpdate
 from core.auth.permissions import Permission
 from core.errors import SwitchyardError
 from core.observe import history as core_history
-from core.priority import PHASES, UpgradeAction
-from core.timefmt import chart_time
-from dashboard.components.common import acting_user
+from core.priority import PHASES
+from core.timefmt import UTC, chart_time, when, zone
+from dashboard.components.common import acting_user, short_id
 
 PATH = "/history"
 TITLE = "History"
@@ -30,12 +31,20 @@ PERMISSION = Permission.VIEW_HISTORY
 TABLE_LIMIT = core_history.TABLE_LIMIT
 EXPORT_LIMIT = core_history.EXPORT_LIMIT
 DEFAULT_DAYS = 7
-ACTION_COLORS = {"prioritize": "#0d6efd", "urgent": "#fd7e14", "critical": "#dc3545"}
-ACTIONS = [a.value for a in UpgradeAction]
+ACTION_COLORS = {
+    "prioritize": "#0d6efd",
+    "urgent": "#fd7e14",
+    "critical": "#dc3545",
+    "cancel": "#6c757d",
+    "retry": "#20c997",
+}
+ACTIONS = list(core_history.ACTIONS)
+# Zero is the lightest: a cell nobody touched reads as empty, the busiest as the darkest.
+HEATMAP_COLORS = [[0.0, "#f8f9fa"], [0.15, "#c6dbef"], [0.5, "#4292c6"], [1.0, "#08306b"]]
 
 FILTERS = [
-    Input("history-dates", "start_date"),
-    Input("history-dates", "end_date"),
+    Input("history-from", "value"),
+    Input("history-to", "value"),
     Input("history-action", "value"),
     Input("history-user", "value"),
     Input("history-category", "value"),
@@ -43,16 +52,22 @@ FILTERS = [
 ]
 
 COLUMNS = [
-    {"field": "changed_at", "headerName": "changed (UTC)", "minWidth": 190},
-    {"field": "task_id", "headerName": "task", "minWidth": 150},
-    {"field": "task_name", "headerName": "name"},
-    {"field": "category"},
-    {"field": "phase"},
-    {"field": "action", "maxWidth": 120},
-    {"field": "from_priority", "headerName": "from", "maxWidth": 90},
-    {"field": "to_priority", "headerName": "to", "maxWidth": 90},
-    {"field": "changed_by", "headerName": "by"},
-    {"field": "reason", "minWidth": 240, "flex": 2},
+    {"field": "when", "headerName": "When", "minWidth": 170, "sortable": False},
+    {
+        "field": "task",
+        "headerName": "Task",
+        "minWidth": 100,
+        "cellRenderer": "TaskLink",
+        "cellRendererParams": {"idField": "task_id"},
+    },
+    {"field": "task_name", "headerName": "Name"},
+    {"field": "category", "headerName": "Category"},
+    {"field": "phase", "headerName": "Phase"},
+    {"field": "action", "headerName": "Action", "maxWidth": 120},
+    {"field": "from_priority", "headerName": "From", "maxWidth": 90},
+    {"field": "to_priority", "headerName": "To", "maxWidth": 90},
+    {"field": "changed_by", "headerName": "By"},
+    {"field": "reason", "headerName": "Reason", "minWidth": 240, "flex": 2},
 ]
 
 
@@ -64,8 +79,8 @@ def _today() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def layout(ctx, user, path):
-    today = _today().date()
+def layout(ctx, user, path, query=None):
+    today = _today().astimezone(zone(user.time_zone)).date()
     try:
         options = core_history.filter_options(ctx.db)
     except SwitchyardError:
@@ -75,17 +90,20 @@ def layout(ctx, user, path):
         [
             dbc.Col(
                 [
-                    dbc.Label("Dates (UTC)", html_for="history-dates"),
-                    html.Div(
-                        dcc.DatePickerRange(
-                            id="history-dates",
-                            start_date=(today - timedelta(days=DEFAULT_DAYS - 1)).isoformat(),
-                            end_date=today.isoformat(),
-                            display_format="YYYY-MM-DD",
-                            clearable=True,
-                            minimum_nights=0,
-                        )
+                    dbc.Label(f"From ({user.time_zone})", html_for="history-from"),
+                    dbc.Input(
+                        id="history-from",
+                        type="date",
+                        value=(today - timedelta(days=DEFAULT_DAYS - 1)).isoformat(),
+                        debounce=True,
                     ),
+                ],
+                md="auto",
+            ),
+            dbc.Col(
+                [
+                    dbc.Label("To (included)", html_for="history-to"),
+                    dbc.Input(id="history-to", type="date", value=today.isoformat(), debounce=True),
                 ],
                 md="auto",
             ),
@@ -133,20 +151,21 @@ def layout(ctx, user, path):
 
     return html.Div(
         [
-            html.H1("Priority history", className="h4 mb-3"),
+            html.H1("History", className="h4 mb-1"),
+            html.P("Upgrades, cancels and retries: who did what to which task, when and why.", className="text-muted"),
             filters,
             html.Div(id="history-errors"),
             html.P(id="history-summary", className="text-muted"),
             dbc.Row(
                 [
-                    dbc.Col(chart("Upgrades over time, by action", "history-over-time"), lg=7),
-                    dbc.Col(chart("Upgrades by user", "history-by-user"), lg=5),
+                    dbc.Col(chart("Changes over time, by action", "history-over-time"), lg=7),
+                    dbc.Col(chart("Changes by user", "history-by-user"), lg=5),
                 ],
                 className="g-3 mb-3",
             ),
             dbc.Row(
                 [
-                    dbc.Col(chart("Upgrades by category and phase", "history-by-category"), lg=5),
+                    dbc.Col(chart("Changes by category and phase", "history-by-category"), lg=5),
                     dbc.Col(
                         dbc.Card(
                             [
@@ -209,8 +228,8 @@ def layout(ctx, user, path):
     )
 
 
-def _filter(start_date, end_date, action, user, category, text):
-    return core_history.make_filter(start_date, end_date, action, user, category, text)
+def _filter(start_date, end_date, action, user, category, text, zone_name=UTC):
+    return core_history.make_filter(start_date, end_date, action, user, category, text, zone_name)
 
 
 def register_callbacks(app, ctx) -> None:
@@ -232,7 +251,7 @@ def register_callbacks(app, ctx) -> None:
             raise PreventUpdate
         try:
             with ctx.gate.seat(user.username):
-                return render(ctx, start_date, end_date, action, user_name, category, text)
+                return render(ctx, start_date, end_date, action, user_name, category, text, user.time_zone)
         except SwitchyardError as error:  # too many reads at once, the console busy
             return _failed(str(error))
 
@@ -248,7 +267,7 @@ def register_callbacks(app, ctx) -> None:
         if not n_clicks or not user.can(Permission.VIEW_HISTORY):
             raise PreventUpdate
         try:
-            f = _filter(start_date, end_date, action, user_name, category, text)
+            f = _filter(start_date, end_date, action, user_name, category, text, user.time_zone)
             content = core_history.export_csv(ctx.db, f, limit=EXPORT_LIMIT)
         except SwitchyardError as error:
             return None, dbc.Alert(str(error), color="danger", className="py-2")
@@ -256,11 +275,11 @@ def register_callbacks(app, ctx) -> None:
         return dcc.send_string(content, f"priority-history-{stamp}.csv", type="text/csv"), None
 
 
-def render(ctx, start_date, end_date, action, user_name, category, text):
+def render(ctx, start_date, end_date, action, user_name, category, text, zone_name=UTC):
     """The refresh callback's outputs for one set of filter values: charts, wait table, table rows,
     captions and errors."""
     try:
-        f = _filter(start_date, end_date, action, user_name, category, text)
+        f = _filter(start_date, end_date, action, user_name, category, text, zone_name)
         data = core_history.page(ctx.db, f, table_limit=TABLE_LIMIT)
     except SwitchyardError as error:
         return _failed(str(error))
@@ -273,18 +292,22 @@ def render(ctx, start_date, end_date, action, user_name, category, text):
         if total > shown
         else f"{total:,} matching change{'s' if total != 1 else ''}"
     )
-    summary = f"{total:,} upgrade{'s' if total != 1 else ''} match; charts are per {over_time['unit']} (UTC)."
+    summary = f"{total:,} change{'s' if total != 1 else ''} match; times are {zone_name}."
     return (
-        _over_time_figure(over_time),
+        _over_time_figure(over_time, zone_name),
         _by_user_figure(data["by_user"]),
         _by_category_figure(data["by_category"]),
         _wait_figure(wait),
         _wait_table(wait),
-        table["rows"],
+        [_table_row(row, zone_name) for row in table["rows"]],
         caption,
         summary,
         None,
     )
+
+
+def _table_row(row: dict, zone_name: str) -> dict:
+    return {**row, "when": when(row["changed_at"], zone_name), "task": short_id(row["task_id"])}
 
 
 def _failed(message: str):
@@ -311,7 +334,7 @@ def _figure(data: list[dict], **layout) -> dict:
     return {"data": data, "layout": {**base, **layout}}
 
 
-def _empty_figure(text: str = "No upgrades match the filters.") -> dict:
+def _empty_figure(text: str = "Nothing matches the filters.") -> dict:
     return _figure(
         [],
         annotations=[{"text": text, "showarrow": False, "x": 0.5, "y": 0.5, "xref": "paper", "yref": "paper"}],
@@ -320,7 +343,25 @@ def _empty_figure(text: str = "No upgrades match the filters.") -> dict:
     )
 
 
-def _over_time_figure(data) -> dict:
+def _count_axis(title: str | None, largest: int) -> dict:
+    """An axis of counts: whole numbers only (plotly picks 0.5 steps for small ranges)."""
+    axis: dict = {"tickformat": ",d", "rangemode": "tozero"}
+    if title:
+        axis["title"] = {"text": title}
+    if largest <= 5:
+        axis["dtick"] = 1
+    return axis
+
+
+def _stack_height(counts: list[tuple[object, int]]) -> int:
+    """The tallest stack of a stacked bar chart: the largest sum of counts at one position."""
+    totals: dict[object, int] = {}
+    for position, n in counts:
+        totals[position] = totals.get(position, 0) + n
+    return max(totals.values(), default=0)
+
+
+def _over_time_figure(data, zone_name: str = UTC) -> dict:
     points = data["points"]
     if not points:
         return _empty_figure()
@@ -332,16 +373,17 @@ def _over_time_figure(data) -> dict:
                 {
                     "type": "bar",
                     "name": action,
-                    "x": [chart_time(p["at"]) for p in mine],
+                    "x": [chart_time(p["at"], zone_name) for p in mine],
                     "y": [p["count"] for p in mine],
                     "marker": {"color": ACTION_COLORS.get(action)},
                 }
             )
+    unit = "hour" if data["unit"] == "hour" else "day (UTC days)"
     return _figure(
         bars,
         barmode="stack",
-        xaxis={"type": "date", "title": {"text": f"per {data['unit']} (UTC)"}},
-        yaxis={"title": {"text": "upgrades"}},
+        xaxis={"type": "date", "title": {"text": f"per {unit}"}},
+        yaxis=_count_axis("changes", _stack_height([(p["at"], p["count"]) for p in points])),
     )
 
 
@@ -370,7 +412,7 @@ def _by_user_figure(rows) -> dict:
     return _figure(
         bars,
         barmode="stack",
-        xaxis={"title": {"text": "upgrades"}},
+        xaxis=_count_axis("changes", _stack_height([(r["user"], r["count"]) for r in rows])),
         yaxis={"autorange": "reversed", "type": "category"},
     )
 
@@ -383,6 +425,7 @@ def _by_category_figure(rows) -> dict:
     phases += sorted({r["phase"] for r in rows} - set(phases))
     counts = {(r["category"], r["phase"]): r["count"] for r in rows}
     z = [[counts.get((c, p), 0) for p in phases] for c in categories]
+    largest = max(max(row) for row in z)
     heatmap = {
         "type": "heatmap",
         "z": z,
@@ -390,8 +433,14 @@ def _by_category_figure(rows) -> dict:
         "y": categories,
         "text": [[str(v) if v else "" for v in row] for row in z],
         "texttemplate": "%{text}",
-        "colorscale": "Blues",
-        "hovertemplate": "%{y} · %{x}: %{z}<extra></extra>",
+        "colorscale": HEATMAP_COLORS,
+        "zmin": 0,
+        "zmax": max(largest, 1),
+        "colorbar": {
+            **{k: v for k, v in _count_axis(None, largest).items() if k != "rangemode"},
+            "title": {"text": "changes", "side": "right"},
+        },
+        "hovertemplate": "%{y} · %{x}: %{z} changes<extra></extra>",
     }
     return _figure([heatmap], xaxis={"type": "category"}, yaxis={"type": "category"})
 
@@ -407,7 +456,8 @@ def _wait_figure(wait) -> dict:
         {"type": "bar", "name": "after upgrade (until started)", "x": labels, "y": [b["after"] for b in bins],
          "marker": {"color": "#198754"}},
     ]  # fmt: skip
-    return _figure(bars, barmode="group", xaxis={"type": "category"}, yaxis={"title": {"text": "upgrades"}})
+    largest = max(max(b["before"], b["after"]) for b in bins)
+    return _figure(bars, barmode="group", xaxis={"type": "category"}, yaxis=_count_axis("upgrades", largest))
 
 
 def _duration(seconds) -> str:

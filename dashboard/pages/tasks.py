@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict
+from datetime import datetime, timezone
 from typing import Any
 
 import dash_ag_grid as dag
@@ -24,8 +25,9 @@ from core.errors import SwitchyardError
 from core.priority import BUCKETS_IN_ORDER, PHASES
 from core.tasks import reads
 from core.tasks.reads import COUNT_CAP, TaskFilters, TaskQuery, TaskStatus
+from core.timefmt import ago, clock, when
 from dashboard.components import task_actions
-from dashboard.components.common import acting_user, address
+from dashboard.components.common import acting_user, address, short_id
 
 PATH = "/tasks"
 TITLE = "Tasks"
@@ -33,8 +35,18 @@ PERMISSION = Permission.VIEW_TASKS
 
 GRID_ID = "tasks-grid"
 PAGE_SIZE = 100
-MAX_BLOCK = 1000  # rows one request may ask for, whatever the browser says
 MAX_CURSORS = 200
+MAX_BLOCK = 1000  # rows one request may ask for, whatever the browser says
+REFRESH_MS = 2000
+# Each button's width with its margin, measured in Chromium (assets/switchyard.css .task-actions).
+BUTTON_WIDTHS = {"prioritize": 70, "urgent": 58, "critical": 59, "cancel": 87, "retry": 51}
+CELL_PADDING = 36
+URL_KEYS = {
+    "tasks-filter-status": "status",
+    "tasks-filter-bucket": "bucket",
+    "tasks-filter-category": "category",
+    "tasks-filter-phase": "phase",
+}
 FILTERS = [
     ("tasks-filter-status", "Status"),
     ("tasks-filter-bucket", "Bucket"),
@@ -47,8 +59,20 @@ def matches(path: str) -> bool:
     return path == PATH
 
 
-def grid_row(row: dict[str, Any], permissions) -> dict[str, Any]:
-    return {**row, "actions": reads.allowed_actions(row["status"], row["priority"], permissions)}
+def grid_row(row: dict[str, Any], user, now: datetime | None = None) -> dict[str, Any]:
+    """A grid row: the task's summary, how the signed-in user reads its times, its actions."""
+    now = now or datetime.now(timezone.utc)
+    waiting = None
+    if row["status"] == TaskStatus.QUEUED and row.get("queued_at"):
+        waiting = ago((now - datetime.fromisoformat(row["queued_at"])).total_seconds())
+    return {
+        **row,
+        "short_id": short_id(row["id"]),
+        "where": f"{row['category']} · {row['phase']}",
+        "created": when(row["created_at"], user.time_zone),
+        "waiting": waiting,
+        "actions": reads.allowed_actions(row["status"], row["priority"], user.permissions),
+    }
 
 
 def fetch_rows(
@@ -70,7 +94,7 @@ def fetch_rows(
     page = reads.list_tasks(ctx.db, user, query, address=client)
     total = page.total
     response: dict[str, Any] = {
-        "rowData": [grid_row(r, user.permissions) for r in page.rows],
+        "rowData": [grid_row(r, user) for r in page.rows],
         "rowCount": -1 if total is None else total,
     }
     if page.next_cursor:
@@ -107,51 +131,67 @@ def _int(value: Any, default: int) -> int:
 # -- layout ----------------------------------------------------------------------------------
 
 
-def column_defs() -> list[dict]:
-    # Sortable: the columns db.queries.SORT_COLUMNS has an index order for. Category, phase and
-    # bucket are filtered on instead (sorting a million rows on three values says little).
-    return [
-        {"field": "id", "colId": "id", "headerName": "Id", "cellRenderer": "TaskLink", "width": 230},
-        {
-            "field": "created_at",
-            "colId": "created",
-            "headerName": "Created (UTC)",
-            "width": 190,
-            "valueFormatter": {"function": "params.value ? params.value.slice(0, 19).replace('T', ' ') : ''"},
-        },
+def actions_width(permissions) -> int:
+    """Pixels for the buttons this role can have on one row (0: none, the column is left out)."""
+    queued = reads.allowed_actions("queued", 0, permissions)
+    failed = reads.allowed_actions("failed", 0, permissions)
+    widest = max(sum(BUTTON_WIDTHS[a] for a in queued), sum(BUTTON_WIDTHS[a] for a in failed), 0)
+    return widest + CELL_PADDING if widest else 0
+
+
+def column_defs(permissions) -> list[dict]:
+    # Sortable: the columns db.queries.task_list.SORT_COLUMNS has an index order for. Category,
+    # phase and bucket are filtered on instead (sorting a million rows on three values says little).
+    # What an operator decides on first, so it stays in view on a narrow screen: which task, its
+    # state, its priority, what it is; then how long it waited and where it runs.
+    columns: list[dict] = [
+        {"field": "short_id", "colId": "id", "headerName": "Id", "cellRenderer": "TaskLink", "width": 100},
+        {"field": "status", "colId": "status", "headerName": "Status", "width": 108, "cellRenderer": "StatusBadge"},
         {
             "field": "priority",
             "colId": "priority",
             "headerName": "Priority",
-            "width": 130,
-            "valueFormatter": {"function": "params.data ? params.value + ' · ' + params.data.priority_label : ''"},
+            "width": 128,
+            "valueFormatter": {"function": "params.data ? params.value + ' ' + params.data.priority_label : ''"},
         },
-        {"field": "status", "colId": "status", "headerName": "Status", "width": 110},
-        {"field": "name", "colId": "name", "headerName": "Name", "flex": 1, "minWidth": 150},
-        {"field": "category", "colId": "category", "headerName": "Category", "width": 110, "sortable": False},
-        {"field": "phase", "colId": "phase", "headerName": "Phase", "width": 110, "sortable": False},
-        {"field": "bucket", "colId": "bucket", "headerName": "Bucket", "width": 100, "sortable": False},
+        {"field": "name", "colId": "name", "headerName": "Name", "flex": 1, "minWidth": 130},
+        {"field": "waiting", "colId": "waiting", "headerName": "Waiting", "width": 88, "sortable": False},
+        {"field": "created", "colId": "created", "headerName": "Created", "width": 166},
+        {"field": "where", "colId": "where", "headerName": "Category · phase", "width": 146, "sortable": False},
+        {"field": "bucket", "colId": "bucket", "headerName": "Bucket", "width": 82, "sortable": False},
         {
             "field": "attempts",
             "colId": "attempts",
             "headerName": "Attempts",
-            "width": 105,
+            "width": 90,
             "sortable": False,
             "valueFormatter": {"function": "params.data ? params.value + '/' + params.data.max_attempts : ''"},
         },
-        {
-            "field": "actions",
-            "colId": "actions",
-            "headerName": "Actions",
-            "cellRenderer": "TaskActions",
-            "sortable": False,
-            "minWidth": 330,
-            "pinned": "right",
-        },
     ]
+    width = actions_width(permissions)
+    if width:
+        columns.append(
+            {
+                "field": "actions",
+                "colId": "actions",
+                "headerName": "Actions",
+                "cellRenderer": "TaskActions",
+                "sortable": False,
+                "width": width,
+                "pinned": "right",
+                "suppressKeyboardEvent": {"function": "keepTabInActions(params)"},
+            }
+        )
+    return columns
 
 
-def layout(ctx, user, path):
+def _values(query: dict | None, key: str) -> list[str]:
+    """Filter values from the URL: ?status=queued&status=failed or ?status=queued,failed."""
+    values = (query or {}).get(key) or []
+    return [v for value in values for v in value.split(",") if v][:20]
+
+
+def layout(ctx, user, path, query=None):
     categories = list(ctx.runtime.settings.categories)
     options = {
         "tasks-filter-status": list(TaskStatus.ALL),
@@ -161,40 +201,69 @@ def layout(ctx, user, path):
     }
     controls = [
         dbc.Col(
-            dcc.Dropdown(
-                id=control_id,
-                options=[{"label": o, "value": o} for o in options[control_id]],
-                multi=True,
-                placeholder=label,
-            ),
+            [
+                dbc.Label(label, html_for=control_id, className="visually-hidden"),
+                dcc.Dropdown(
+                    id=control_id,
+                    options=[{"label": o, "value": o} for o in options[control_id]],
+                    value=[v for v in _values(query, URL_KEYS[control_id]) if v in options[control_id]] or None,
+                    multi=True,
+                    placeholder=label,
+                ),
+            ],
             md=2,
         )
         for control_id, label in FILTERS
     ]
+    text = (_values(query, "q") or [""])[0][:64]
     controls.append(
         dbc.Col(
-            dbc.Input(
-                id="tasks-filter-text",
-                placeholder="Id prefix, name or correlation id",
-                debounce=True,
-                maxLength=64,
-                type="search",
-            ),
+            [
+                dbc.Label("Search", html_for="tasks-filter-text", className="visually-hidden"),
+                dbc.Input(
+                    id="tasks-filter-text",
+                    placeholder="Id, name or correlation id",
+                    debounce=True,
+                    maxLength=64,
+                    type="search",
+                    value=text or None,
+                ),
+            ],
             md=4,
         )
     )
     return html.Div(
         [
-            html.H1("Tasks", className="h4 mb-3"),
+            html.Div(
+                [
+                    html.H1("Tasks", className="h4 mb-0 me-3"),
+                    html.Span(id="tasks-updated", className="updated me-3"),
+                    html.Span(f"times in {user.time_zone}", className="updated"),
+                ],
+                className="d-flex align-items-baseline mb-3",
+            ),
             dbc.Row(controls, className="g-2 mb-2", id="tasks-filters"),
-            html.Div(id="tasks-count", className="text-muted small mb-1"),
+            html.Div(
+                [
+                    html.Span(id="tasks-count", className="text-muted small me-3"),
+                    dbc.Button(
+                        id="tasks-new", color="primary", size="sm", className="rounded-pill", style={"display": "none"}
+                    ),
+                ],
+                className="d-flex align-items-center mb-1",
+            ),
             task_actions.action_controls(),
+            dcc.Interval(id="tasks-tick", interval=REFRESH_MS),
+            dcc.Store(id="tasks-anchor", data=datetime.now(timezone.utc).isoformat()),
+            dcc.Store(id="tasks-version"),
+            dcc.Store(id="tasks-newest"),
             dcc.Store(id="tasks-grid-sink"),
+            dcc.Store(id="tasks-refresh-sink"),
             dcc.Store(id="tasks-cursors", data={}),
             dag.AgGrid(
                 id=GRID_ID,
                 rowModelType="infinite",
-                columnDefs=column_defs(),
+                columnDefs=column_defs(user.permissions),
                 defaultColDef={"sortable": True, "resizable": True, "suppressHeaderMenuButton": True},
                 dashGridOptions={
                     "cacheBlockSize": PAGE_SIZE,
@@ -202,7 +271,6 @@ def layout(ctx, user, path):
                     "infiniteInitialRowCount": 1,
                     "maxConcurrentDatasourceRequests": 1,
                     "rowHeight": 34,
-                    "suppressCellFocus": True,
                 },
                 getRowId="params.data.id",
                 style={"height": "70vh", "width": "100%"},
@@ -232,13 +300,14 @@ def register_callbacks(app, ctx) -> None:
         State("tasks-filter-phase", "value"),
         State("tasks-filter-text", "value"),
         State("tasks-cursors", "data"),
+        State("tasks-anchor", "data"),
         prevent_initial_call=True,
     )
-    def get_rows(request, statuses, buckets, categories, phases, text, cursors):
+    def get_rows(request, statuses, buckets, categories, phases, text, cursors, anchor):
         if not isinstance(request, dict):
             raise PreventUpdate
         user = acting_user()
-        filters = TaskFilters.from_inputs(statuses, buckets, categories, phases, text)
+        filters = TaskFilters.from_inputs(statuses, buckets, categories, phases, text, anchor)
         try:
             with ctx.gate.seat(user.username):
                 response = fetch_rows(ctx, user, request, filters, client=address(), cursors=cursors)
@@ -248,18 +317,102 @@ def register_callbacks(app, ctx) -> None:
         words = f"{count:,} matching" if count >= 0 else f"more than {COUNT_CAP:,} matching"
         return response, words, remember_cursor(cursors, response.pop("cursor", None))
 
-    # Filters changed: drop the grid's cached blocks; it asks for rows again (with the new filters).
+    # Filters changed: the URL says so (a view can be shared and reloaded), and the grid drops
+    # its cached blocks and asks again from the top.
     app.clientside_callback(
-        """function() {
+        """function(statuses, buckets, categories, phases, text) {
+            var query = new URLSearchParams();
+            [["status", statuses], ["bucket", buckets], ["category", categories], ["phase", phases]].forEach(
+                function (pair) { if (pair[1] && pair[1].length) { query.set(pair[0], pair[1].join(",")); } });
+            if (text) { query.set("q", text); }
             try { window.dash_ag_grid.getApi('tasks-grid').purgeInfiniteCache(); } catch (e) {}
-            return window.dash_clientside.no_update;
+            var search = query.toString();
+            return search ? "?" + search : "";
         }""",
-        Output("tasks-grid-sink", "data"),
+        Output("url", "search"),
         Input("tasks-filter-status", "value"),
         Input("tasks-filter-bucket", "value"),
         Input("tasks-filter-category", "value"),
         Input("tasks-filter-phase", "value"),
         Input("tasks-filter-text", "value"),
+        prevent_initial_call=True,
+    )
+
+    @app.callback(
+        Output("tasks-updated", "children"),
+        Output("tasks-new", "children"),
+        Output("tasks-new", "style"),
+        Output("tasks-version", "data"),
+        Output("tasks-newest", "data"),
+        Input("tasks-tick", "n_intervals"),
+        State("tasks-filter-status", "value"),
+        State("tasks-filter-bucket", "value"),
+        State("tasks-filter-category", "value"),
+        State("tasks-filter-phase", "value"),
+        State("tasks-filter-text", "value"),
+        State("tasks-anchor", "data"),
+        prevent_initial_call=True,
+    )
+    def live(_n, statuses, buckets, categories, phases, text, anchor):
+        """Every 2 s, from the shared snapshot: when something changed, the grid reloads the rows
+        it shows (in place: its anchor keeps new tasks out), and new tasks are counted for the pill
+        (only when the snapshot saw a task newer than the anchor)."""
+        user = acting_user()
+        snapshot = ctx.snapshot.get()
+        filters = TaskFilters.from_inputs(statuses, buckets, categories, phases, text, anchor)
+        database = snapshot.get("database") or {}
+        newest = database.get("newest_created_at")
+        newer: int | None = 0
+        if newest and filters.created_before and datetime.fromisoformat(newest) > filters.created_before:
+            try:
+                newer = reads.count_newer(ctx.db, user, filters)
+            except SwitchyardError:
+                newer = 0
+        pill_text: Any
+        if newer == 0:
+            pill_text, pill_style = no_update, {"display": "none"}
+        else:
+            count = f"{newer:,} new task{'s' if newer != 1 else ''}" if newer is not None else "1,000+ new tasks"
+            pill_text, pill_style = f"{count}: show", {}
+        version = json.dumps([database.get("status"), newest])
+        return f"Updated {clock(snapshot['taken_at'], user.time_zone)}", pill_text, pill_style, version, newest
+
+    # Something changed (the snapshot's counts): reload the visible rows in place.
+    app.clientside_callback(
+        """function(version) {
+            try { window.dash_ag_grid.getApi('tasks-grid').refreshInfiniteCache(); } catch (e) {}
+            return window.dash_clientside.no_update;
+        }""",
+        Output("tasks-refresh-sink", "data"),
+        Input("tasks-version", "data"),
+        prevent_initial_call=True,
+    )
+
+    # The pill: show the new tasks. The anchor moves to the newest task the server has seen (the
+    # ones it counted; the browser's clock may differ); then the grid drops its blocks and goes
+    # back to the top (it asks for rows with the new anchor).
+    app.clientside_callback(
+        """function(clicks, newest) {
+            if (!clicks) { return [window.dash_clientside.no_update, window.dash_clientside.no_update]; }
+            return [newest || new Date().toISOString(), {"display": "none"}];
+        }""",
+        Output("tasks-anchor", "data"),
+        Output("tasks-new", "style", allow_duplicate=True),
+        Input("tasks-new", "n_clicks"),
+        State("tasks-newest", "data"),
+        prevent_initial_call=True,
+    )
+    app.clientside_callback(
+        """function(anchor) {
+            try {
+                var api = window.dash_ag_grid.getApi('tasks-grid');
+                api.purgeInfiniteCache();
+                api.ensureIndexVisible(0, 'top');
+            } catch (e) {}
+            return window.dash_clientside.no_update;
+        }""",
+        Output("tasks-grid-sink", "data"),
+        Input("tasks-anchor", "data"),
         prevent_initial_call=True,
     )
 

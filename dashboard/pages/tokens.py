@@ -10,27 +10,28 @@ n_clicks.
 
 Element ids for browser tests:
   tokens-table (rows carry data-prefix), tokens-result (the outcome alert), new-token-secret,
-  token-name, token-owner (admins only; hidden otherwise), create-token, token-target, revoke-token.
+  token-name, token-owner (admins only; hidden otherwise), create-token, token-target, revoke-token
+  (opens revoke-modal; revoke-confirm acts, revoke-close dismisses).
 """
 
 from __future__ import annotations
 
 import dash_bootstrap_components as dbc
-from dash import Input, Output, State, callback_context, dcc, html
+from dash import Input, Output, State, callback_context, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from core.auth import tokens as api_tokens
 from core.auth import user_admin
 from core.auth.permissions import Permission
 from core.errors import SwitchyardError
-from core.timefmt import minute_text
-from dashboard.components.common import acting_user, address, next_refresh
+from core.timefmt import when
+from dashboard.components.common import acting_user, address, confirm_dialog, next_refresh
 
 PATH = "/tokens"
 TITLE = "API tokens"
 PERMISSION = Permission.VIEW_DASHBOARD  # every role: each user manages their own tokens
 
-ACTION_BUTTONS = ("create-token", "revoke-token")
+ACTION_BUTTONS = ("create-token", "revoke-confirm")
 EVERYONE = "*"
 
 
@@ -38,7 +39,7 @@ def matches(path: str) -> bool:
     return path == PATH
 
 
-def _table(tokens, show_owner: bool) -> dbc.Table:
+def _table(tokens, show_owner: bool, zone: str) -> dbc.Table:
     headers = (["user"] if show_owner else []) + ["name", "prefix", "created", "by", "last used", "status"]
     rows = []
     for t in tokens:
@@ -46,11 +47,11 @@ def _table(tokens, show_owner: bool) -> dbc.Table:
         cells += [
             html.Td(t.name),  # plain text: Dash escapes it
             html.Td(html.Code(t.prefix + "…")),
-            html.Td(minute_text(t.created_at)),
+            html.Td(when(t.created_at, zone)),
             html.Td(t.created_by),
-            html.Td(minute_text(t.last_used_at)),
+            html.Td(when(t.last_used_at, zone, empty="never")),
             html.Td(
-                "active" if t.active else f"revoked {minute_text(t.revoked_at)}",
+                "active" if t.active else f"revoked {when(t.revoked_at, zone)}",
                 className="" if t.active else "text-muted",
             ),
         ]
@@ -77,7 +78,17 @@ def _list(ctx, user):
     """(table, revoke options). Admins see every user's tokens; core decides whether they may."""
     everyone = user.can(Permission.MANAGE_USERS)
     tokens = api_tokens.list_tokens(ctx.db, user.username, EVERYONE if everyone else None, address=address())
-    return _table(tokens, everyone), _target_options(tokens, everyone)
+    return _table(tokens, everyone, user.time_zone), _target_options(tokens, everyone)
+
+
+def _option_label(options, value) -> str | None:
+    """The label of the chosen token, from the browser's copy of the options (anything may be in it)."""
+    if not isinstance(options, list) or not isinstance(value, str):
+        return None
+    for option in options:
+        if isinstance(option, dict) and option.get("value") == value and isinstance(option.get("label"), str):
+            return option["label"]
+    return None
 
 
 def _owner_options(ctx, user) -> list[dict]:
@@ -90,7 +101,7 @@ def _owner_options(ctx, user) -> list[dict]:
     return [{"label": u.username, "value": u.username} for u in users if u.active]
 
 
-def layout(ctx, user, path):
+def layout(ctx, user, path, query=None):
     try:
         table, options = _list(ctx, user)
         load_error = None
@@ -102,34 +113,38 @@ def layout(ctx, user, path):
         [
             dbc.CardHeader("Create a token"),
             dbc.CardBody(
-                [
-                    html.Div(
-                        [
-                            dbc.Label("For user", html_for="token-owner"),
-                            dbc.Select(
-                                id="token-owner",
-                                options=_owner_options(ctx, user),
-                                value=user.username,
-                                className="mb-2",
-                            ),
-                        ],
-                        style=None if is_admin else {"display": "none"},
-                    ),
-                    dbc.Label("Name (what will use it)", html_for="token-name"),
-                    dbc.Input(
-                        id="token-name",
-                        type="text",
-                        maxLength=64,
-                        autoComplete="off",
-                        className="mb-3",
-                        placeholder="e.g. nightly-etl",
-                    ),
-                    dbc.Button("Create token", id="create-token", color="primary"),
-                    dbc.FormText(
-                        "The token acts as its user, with the user's role. It is shown once: copy it then.",
-                        className="d-block mt-2",
-                    ),
-                ]
+                dbc.Form(
+                    [
+                        html.Div(
+                            [
+                                dbc.Label("For user", html_for="token-owner"),
+                                dbc.Select(
+                                    id="token-owner",
+                                    options=_owner_options(ctx, user),
+                                    value=user.username,
+                                    className="mb-2",
+                                ),
+                            ],
+                            style=None if is_admin else {"display": "none"},
+                        ),
+                        dbc.Label("Name (what will use it)", html_for="token-name"),
+                        dbc.Input(
+                            id="token-name",
+                            type="text",
+                            maxLength=64,
+                            autoComplete="off",
+                            className="mb-3",
+                            placeholder="e.g. nightly-etl",
+                        ),
+                        dbc.Button("Create token", id="create-token", color="primary", type="submit"),
+                        dbc.FormText(
+                            "The token acts as its user, with the user's role. It is shown once: copy it then.",
+                            className="d-block mt-2",
+                        ),
+                    ],
+                    id="create-token-form",
+                    prevent_default_on_submit=True,
+                )
             ),
         ]
     )
@@ -160,7 +175,8 @@ def layout(ctx, user, path):
                 className="text-muted",
             ),
             dcc.Store(id="tokens-refresh", data=0),
-            html.Div(load_error, id="tokens-result"),
+            html.Div(load_error, id="tokens-result", role="status"),
+            confirm_dialog("revoke", "Revoke this token?", "Revoke token"),
             dbc.Row(
                 [
                     dbc.Col(
@@ -198,6 +214,7 @@ def register_callbacks(app, ctx) -> None:
         Output("tokens-result", "children"),
         Output("tokens-refresh", "data"),
         Output("token-name", "value"),
+        Output("revoke-modal", "is_open"),
         *[Input(button, "n_clicks") for button in ACTION_BUTTONS],
         State("token-name", "value"),
         State("token-owner", "value"),
@@ -228,7 +245,26 @@ def register_callbacks(app, ctx) -> None:
                 )
         except SwitchyardError as error:
             result = dbc.Alert(str(error), color="danger", dismissable=True, className="action-result")
-        return result, next_refresh(refresh_count), keep_name
+        return result, next_refresh(refresh_count), keep_name, False
+
+    @app.callback(
+        Output("revoke-modal", "is_open", allow_duplicate=True),
+        Output("revoke-modal-text", "children"),
+        Input("revoke-token", "n_clicks"),
+        Input("revoke-close", "n_clicks"),
+        State("token-target", "value"),
+        State("token-target", "options"),
+        prevent_initial_call=True,
+    )
+    def confirm_revoke(revoke_clicks, close_clicks, target, options):
+        """A revoked token stops working at once and cannot come back: it asks first."""
+        acting_user()
+        if callback_context.triggered_id == "revoke-close" and close_clicks:
+            return False, no_update
+        label = _option_label(options, target)
+        if not revoke_clicks or label is None:
+            raise PreventUpdate
+        return True, f"{label} stops working at once; whatever uses it gets 401 from then on. This cannot be undone."
 
     @app.callback(
         Output("tokens-list", "children"),

@@ -14,21 +14,21 @@ Element ids for browser tests:
 from __future__ import annotations
 
 import dash_bootstrap_components as dbc
-from dash import Input, Output, State, callback_context, dcc, html
+from dash import Input, Output, State, callback_context, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from core.auth import user_admin
 from core.auth.permissions import Permission, Role
 from core.errors import SwitchyardError
-from core.timefmt import minute_text
-from dashboard.components.common import acting_user, address, next_refresh, run_action
+from core.timefmt import when
+from dashboard.components.common import acting_user, address, confirm_dialog, next_refresh, run_action
 
 PATH = "/users"
 TITLE = "Users"
 PERMISSION = Permission.MANAGE_USERS
 
 ROLES = [r.value for r in Role]
-ACTION_BUTTONS = ("create-user", "change-role", "toggle-active", "reset-password")
+ACTION_BUTTONS = ("create-user", "change-role", "toggle-active", "reset-password", "disable-confirm")
 
 
 def matches(path: str) -> bool:
@@ -39,7 +39,7 @@ def _users_data(users) -> list[dict]:
     return [{"username": u.username, "role": u.role, "active": u.active} for u in users]
 
 
-def _table(users) -> dbc.Table:
+def _table(users, zone: str) -> dbc.Table:
     header = html.Tr([html.Th("user"), html.Th("role"), html.Th("active"), html.Th("created"), html.Th("last sign-in")])
     rows = [
         html.Tr(
@@ -47,8 +47,8 @@ def _table(users) -> dbc.Table:
                 html.Td(u.username),  # plain text: Dash escapes it
                 html.Td(u.role),
                 html.Td("yes" if u.active else "disabled", className="" if u.active else "text-danger"),
-                html.Td(minute_text(u.created_at)),
-                html.Td(minute_text(u.last_login_at)),
+                html.Td(when(u.created_at, zone)),
+                html.Td(when(u.last_login_at, zone, empty="never")),
             ],
             **{"data-username": u.username},
         )
@@ -73,14 +73,14 @@ def _options(values) -> list[dict]:
     return [{"label": v, "value": v} for v in values]
 
 
-def _list(ctx, username: str):
-    users = user_admin.list_users(ctx.db, username, address=address())
-    return _table(users), _users_data(users), [u.username for u in users]
+def _list(ctx, user):
+    users = user_admin.list_users(ctx.db, user.username, address=address())
+    return _table(users, user.time_zone), _users_data(users), [u.username for u in users]
 
 
-def layout(ctx, user, path):
+def layout(ctx, user, path, query=None):
     try:
-        table, data, names = _list(ctx, user.username)
+        table, data, names = _list(ctx, user)
         load_error = None
     except SwitchyardError as error:
         table, data, names = html.Div(id="users-table"), [], []
@@ -90,15 +90,19 @@ def layout(ctx, user, path):
         [
             dbc.CardHeader("Create a user"),
             dbc.CardBody(
-                [
-                    dbc.Label("User name", html_for="new-username"),
-                    dbc.Input(id="new-username", type="text", maxLength=64, autoComplete="off", className="mb-2"),
-                    dbc.Label("Role", html_for="new-role"),
-                    dbc.Select(id="new-role", options=_options(ROLES), value=Role.VIEWER.value, className="mb-2"),
-                    dbc.Label("Password (8 characters or more)", html_for="new-password"),
-                    dbc.Input(id="new-password", type="password", autoComplete="new-password", className="mb-3"),
-                    dbc.Button("Create user", id="create-user", color="primary"),
-                ]
+                dbc.Form(
+                    [
+                        dbc.Label("User name", html_for="new-username"),
+                        dbc.Input(id="new-username", type="text", maxLength=64, autoComplete="off", className="mb-2"),
+                        dbc.Label("Role", html_for="new-role"),
+                        dbc.Select(id="new-role", options=_options(ROLES), value=Role.VIEWER.value, className="mb-2"),
+                        dbc.Label("Password (8 characters or more)", html_for="new-password"),
+                        dbc.Input(id="new-password", type="password", autoComplete="new-password", className="mb-3"),
+                        dbc.Button("Create user", id="create-user", color="primary", type="submit"),
+                    ],
+                    id="create-user-form",
+                    prevent_default_on_submit=True,
+                )
             ),
         ]
     )
@@ -123,12 +127,18 @@ def layout(ctx, user, path):
                     html.Div(
                         dbc.Button("Disable", id="toggle-active", color="warning", disabled=True), className="mb-3"
                     ),
-                    dbc.Label("New password", html_for="reset-password-input"),
-                    dbc.InputGroup(
+                    dbc.Form(
                         [
-                            dbc.Input(id="reset-password-input", type="password", autoComplete="new-password"),
-                            dbc.Button("Reset password", id="reset-password", color="danger"),
-                        ]
+                            dbc.Label("New password", html_for="reset-password-input"),
+                            dbc.InputGroup(
+                                [
+                                    dbc.Input(id="reset-password-input", type="password", autoComplete="new-password"),
+                                    dbc.Button("Reset password", id="reset-password", color="danger", type="submit"),
+                                ]
+                            ),
+                        ],
+                        id="reset-password-form",
+                        prevent_default_on_submit=True,
                     ),
                     dbc.FormText("Changing the role, disabling or resetting the password signs the user out."),
                 ]
@@ -140,7 +150,8 @@ def layout(ctx, user, path):
             html.H1("Users", className="h4 mb-3"),
             dcc.Store(id="users-data", data=data),
             dcc.Store(id="users-refresh", data=0),
-            html.Div(load_error, id="users-result"),
+            html.Div(load_error, id="users-result", role="status"),
+            confirm_dialog("disable", "Disable this user?", "Disable user"),
             dbc.Row(
                 [
                     dbc.Col(dbc.Card([dbc.CardHeader("All users"), dbc.CardBody(table, id="users-list")]), lg=6),
@@ -160,6 +171,7 @@ def register_callbacks(app, ctx) -> None:
         Output("new-username", "value"),
         Output("new-password", "value"),
         Output("reset-password-input", "value"),
+        Output("disable-modal", "is_open"),
         *[Input(button, "n_clicks") for button in ACTION_BUTTONS],
         State("new-username", "value"),
         State("new-password", "value"),
@@ -176,6 +188,7 @@ def register_callbacks(app, ctx) -> None:
         role_clicks,
         toggle_clicks,
         reset_clicks,
+        disable_clicks,
         new_username,
         new_password,
         new_role,
@@ -187,7 +200,7 @@ def register_callbacks(app, ctx) -> None:
     ):
         user = acting_user()
         clicked = callback_context.triggered_id
-        clicks = dict(zip(ACTION_BUTTONS, (create_clicks, role_clicks, toggle_clicks, reset_clicks)))
+        clicks = dict(zip(ACTION_BUTTONS, (create_clicks, role_clicks, toggle_clicks, reset_clicks, disable_clicks)))
         if clicked not in clicks or not clicks[clicked]:
             raise PreventUpdate  # a re-render, not a click
         # Only users with manage_users get here (the page's permission, dashboard.callbacks); core
@@ -208,10 +221,12 @@ def register_callbacks(app, ctx) -> None:
                 lambda: user_admin.change_role(ctx.db, actor, target, target_role, address=where),
                 lambda info: f"{info.username} is now {info.role}; their sessions have ended.",
             )
-        elif clicked == "toggle-active":
+        elif clicked in ("toggle-active", "disable-confirm"):
             current = _entry(users_data, target)
+            if clicked == "toggle-active" and (current is None or current["active"]):
+                raise PreventUpdate  # disabling is confirmed first (the dialog's own callback)
             # The button says what it will do; core refuses if the state changed meanwhile.
-            wanted = not current["active"] if current else False
+            wanted = clicked == "toggle-active"
             result = run_action(
                 lambda: user_admin.set_active(ctx.db, actor, target, wanted, address=where),
                 lambda info: f"{info.username} is {'enabled' if info.active else 'disabled and signed out'}.",
@@ -222,7 +237,26 @@ def register_callbacks(app, ctx) -> None:
                 lambda info: f"New password set for {info.username}; their sessions have ended.",
             )
             keep_reset = ""
-        return result, next_refresh(refresh_count), keep_name, keep_password, keep_reset
+        return result, next_refresh(refresh_count), keep_name, keep_password, keep_reset, False
+
+    @app.callback(
+        Output("disable-modal", "is_open", allow_duplicate=True),
+        Output("disable-modal-text", "children"),
+        Input("toggle-active", "n_clicks"),
+        Input("disable-close", "n_clicks"),
+        State("target-user", "value"),
+        State("users-data", "data"),
+        prevent_initial_call=True,
+    )
+    def confirm_disable(toggle_clicks, close_clicks, target, users_data):
+        """Disabling signs the user out everywhere: it asks first."""
+        acting_user()
+        if callback_context.triggered_id == "disable-close" and close_clicks:
+            return False, no_update
+        current = _entry(users_data, target)
+        if not toggle_clicks or current is None or not current["active"]:
+            raise PreventUpdate
+        return True, f"{current['username']} is signed out everywhere and cannot sign in until enabled again."
 
     @app.callback(
         Output("users-list", "children"),
@@ -236,7 +270,7 @@ def register_callbacks(app, ctx) -> None:
         if not user.can(Permission.MANAGE_USERS):
             raise PreventUpdate
         try:
-            table, data, names = _list(ctx, user.username)
+            table, data, names = _list(ctx, user)
             return table, data, _options(names)
         except SwitchyardError as error:
             return dbc.Alert(str(error), color="danger"), [], []

@@ -11,6 +11,11 @@ from sqlalchemy.orm import Session
 from db.engine import rows_changed
 from db.models import AuditLog
 
+# An entry's outcome.
+OK = "ok"
+DENIED = "denied"
+REFUSED = "refused"
+
 
 def add_entry(
     session: Session,

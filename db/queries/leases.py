@@ -13,7 +13,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, insert, update
 from sqlalchemy.engine import Connection, Row
 
-from db.models import Task, TaskEffect, TaskStatus, UTCDateTime
+from db.models import Task, TaskAttempt, TaskEffect, TaskStatus, UTCDateTime
 
 _tasks = cast(Table, Task.__table__)
 
@@ -94,6 +94,7 @@ _FAILED = (
     )
 )
 _INSERT_EFFECTS = insert(cast(Table, TaskEffect.__table__))
+_INSERT_ATTEMPT = insert(cast(Table, TaskAttempt.__table__))
 _INSERT_TASKS = insert(_tasks)
 
 
@@ -143,6 +144,11 @@ def fail(connection: Connection, task_id: str, token: str, now: datetime, error:
 
 def add_effects(connection: Connection, rows: list[dict[str, Any]]) -> None:
     connection.execute(_INSERT_EFFECTS, rows)
+
+
+def add_attempt(connection: Connection, **values: Any) -> None:
+    """An attempt that ended without success (task_id, attempt, worker_id, started_at, ended_at, error)."""
+    connection.execute(_INSERT_ATTEMPT, [values])
 
 
 def insert_tasks(connection: Connection, rows: list[dict[str, Any]]) -> None:

@@ -10,14 +10,23 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from db.engine import rows_changed
-from db.models import Task, TaskStatus, status_is
+from db.models import Task, TaskAttempt, TaskStatus, status_is
 
 
 def expired_leases(session: Session, now: datetime, limit: int) -> list[Any]:
-    """Running rows whose lease ran out: (id, generation, lease_token, attempts, max_attempts, worker_id)."""
+    """Running rows whose lease ran out: (id, generation, lease_token, attempts, max_attempts,
+    worker_id, started_at)."""
     return list(
         session.execute(
-            select(Task.id, Task.generation, Task.lease_token, Task.attempts, Task.max_attempts, Task.worker_id)
+            select(
+                Task.id,
+                Task.generation,
+                Task.lease_token,
+                Task.attempts,
+                Task.max_attempts,
+                Task.worker_id,
+                Task.started_at,
+            )
             .where(status_is(TaskStatus.RUNNING), Task.lease_expires_at < now)
             .limit(limit)
         ).all()
@@ -38,6 +47,10 @@ def take_back_lease(session: Session, task_id: str, generation: int, lease_token
         .execution_options(synchronize_session=False)
     )
     return rows_changed(result) == 1
+
+
+def add_attempt(session: Session, **values: Any) -> None:
+    session.add(TaskAttempt(**values))
 
 
 def published_queued_counts(session: Session) -> list[tuple[str, str, str, int]]:

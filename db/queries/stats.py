@@ -16,6 +16,12 @@ def count_by_status(session: Session) -> dict[str, int]:
     return {status: n for status, n in session.execute(select(Task.status, func.count()).group_by(Task.status))}
 
 
+def newest_created_at(session: Session) -> datetime | None:
+    """When the newest task was created (one step down ix_tasks_created_at)."""
+    newest = session.scalar(select(func.max(Task.created_at)))
+    return dialect.as_utc(newest) if newest else None
+
+
 def queued_cells(session: Session) -> list[tuple[str, str, str, int, datetime | None]]:
     """(category, phase, bucket, queued, oldest queued_at as aware UTC) per cell with queued tasks."""
     rows = session.execute(

@@ -14,8 +14,8 @@ million rows without loading them (benchmarks/bench_console.py measures it at 1,
   alternative, merged: `status IN (...) ORDER BY created_at` or an OR would sort every match;
 - a name prefix is first expanded to the distinct names it covers (one index seek per name), so
   'etl.' becomes name IN ('etl.extract', 'etl.load', 'etl.transform'), each walked in order;
-- an id prefix counts from ID_PREFIX_MIN characters: ids start with their creation time, so a
-  shorter prefix matches nearly every task and says nothing;
+- an id part counts from ID_PART_MIN hex characters and matches anywhere in the id (a full id is
+  an equality): the grid shows an id's end, since ids start with their creation time;
 - the count is capped: it counts at most COUNT_CAP matching rows (index walks that stop early)
   and reports None ("unknown": the grid's rowCount -1) beyond that. A short page gives the exact
   total for free.
@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, Iterable, Sequence
 
 from sqlalchemy import and_, func, literal, literal_column, or_, select, tuple_, union, union_all
@@ -37,7 +38,7 @@ from db.models import Task
 COUNT_CAP = 10_000
 MAX_PAGE = 500
 MAX_TEXT = 64
-ID_PREFIX_MIN = 8
+ID_PART_MIN = 4
 MAX_NAMES = 20  # a name prefix covering more names than this is matched as one range
 MAX_BRANCHES = 40
 
@@ -64,6 +65,7 @@ LIST_COLUMNS = (
     Task.max_attempts,
     Task.correlation_id,
     Task.created_at,
+    Task.queued_at,
 )
 _HEX = re.compile(r"^[0-9a-f]+$")
 _WORD = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
@@ -78,21 +80,42 @@ class TaskFilters:
     categories: tuple[str, ...] = ()
     phases: tuple[str, ...] = ()
     text: str = ""
+    # Only tasks created at or before this (the grid's anchor: rows do not move under the cursor
+    # when new tasks arrive; they are counted instead).
+    created_before: datetime | None = None
 
     @classmethod
-    def from_inputs(cls, statuses=None, buckets=None, categories=None, phases=None, text=None) -> "TaskFilters":
-        """From the (untrusted) values of the page's controls: lists of short strings and one text."""
+    def from_inputs(
+        cls, statuses=None, buckets=None, categories=None, phases=None, text=None, created_before=None
+    ) -> "TaskFilters":
+        """From the (untrusted) values of the page's controls: lists of short strings, one text and
+        an ISO time."""
         return cls(
             _strings(statuses),
             _strings(buckets),
             _strings(categories),
             _strings(phases),
             text.strip()[:MAX_TEXT] if isinstance(text, str) else "",
+            _time(created_before),
         )
+
+    def newer(self) -> "TaskFilters":
+        """The same filters for the tasks created after the anchor (the "N new tasks" count)."""
+        return replace(self, created_before=None)
 
     @property
     def empty(self) -> bool:
         return not (self.statuses or self.buckets or self.categories or self.phases or self.text)
+
+
+def _time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or len(value) > 40:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
 
 
 def _strings(values: Any) -> tuple[str, ...]:
@@ -153,8 +176,12 @@ def _text_alternatives(session: Session, text: str) -> list:
     else:
         alternatives += [Task.name == _value(name) for name in names]
     lowered = text.lower()
-    if len(lowered) >= ID_PREFIX_MIN and _HEX.match(lowered):
-        alternatives.append(Task.id == lowered if len(lowered) >= 32 else _prefix_range(Task.id, lowered))
+    if len(lowered) >= 32 and _HEX.match(lowered):
+        alternatives.append(Task.id == lowered)
+    elif len(lowered) >= ID_PART_MIN and _HEX.match(lowered):
+        # Anywhere in the id: the grid shows its end (its beginning is the creation time, the
+        # same on every row of a day). A walk over the id index; bounded by the read time limit.
+        alternatives.append(Task.id.contains(lowered, autoescape=True))
     return alternatives
 
 
@@ -162,7 +189,7 @@ def _branches(session: Session, filters: TaskFilters) -> tuple[list[list], bool]
     """The filter as a union of branches, each a list of conditions one index walk serves.
 
     Returns (branches, disjoint): status branches never overlap, search-text ones may."""
-    common = []
+    common: list = [] if filters.created_before is None else [Task.created_at <= filters.created_before]
     for column, values in (
         (Task.bucket, filters.buckets),
         (Task.category, filters.categories),
@@ -308,6 +335,12 @@ def _count(session: Session, branches: list[list], disjoint: bool, cap: int) -> 
     return counted if counted <= cap else None
 
 
-def count_tasks(session: Session, filters: TaskFilters | None = None, *, cap: int = COUNT_CAP) -> int | None:
-    """How many tasks match, if at most `cap` do; None beyond (the walks stop at cap + 1 rows each)."""
-    return _count(session, *_branches(session, filters or TaskFilters()), cap)
+def count_tasks(
+    session: Session, filters: TaskFilters | None = None, *, cap: int = COUNT_CAP, created_after: datetime | None = None
+) -> int | None:
+    """How many tasks match (created after `created_after`, if given), if at most `cap` do; None
+    beyond (the walks stop at cap + 1 rows each)."""
+    branches, disjoint = _branches(session, filters or TaskFilters())
+    if created_after is not None:
+        branches = [conditions + [Task.created_at > created_after] for conditions in branches]
+    return _count(session, branches, disjoint, cap)

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from db.models import PriorityHistory, Task
+from db.models import AuditLog, PriorityHistory, Task, TaskAttempt
 
 
 def insert_tasks(session: Session, rows: list[dict[str, Any]]) -> None:
@@ -55,6 +55,26 @@ def priority_history(session: Session, task_id: str) -> list[PriorityHistory]:
             select(PriorityHistory)
             .where(PriorityHistory.task_id == task_id)
             .order_by(PriorityHistory.changed_at, PriorityHistory.id)
+        ).all()
+    )
+
+
+def attempts_of(session: Session, task_id: str) -> list[TaskAttempt]:
+    """The task's attempts that did not succeed, oldest first."""
+    return list(
+        session.scalars(
+            select(TaskAttempt).where(TaskAttempt.task_id == task_id).order_by(TaskAttempt.ended_at, TaskAttempt.id)
+        ).all()
+    )
+
+
+def actions_on(session: Session, task_id: str, actions: tuple[str, ...]) -> list[AuditLog]:
+    """What people did to the task (audit rows naming it, done), oldest first."""
+    return list(
+        session.scalars(
+            select(AuditLog)
+            .where(AuditLog.target == task_id, AuditLog.action.in_(actions), AuditLog.outcome == "ok")
+            .order_by(AuditLog.at, AuditLog.id)
         ).all()
     )
 

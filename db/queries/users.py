@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from db.models import RolePermission, User, WebSession
+from db.engine import rows_changed
+from db.models import RolePermission, User, WebSession, utcnow
 
 
 def user_named(session: Session, username: str, *, lock: bool = False) -> User | None:
@@ -93,6 +95,51 @@ def touch_web_session(session: Session, token: str, now: datetime, stale: dateti
         .values(last_seen_at=now)
         .execution_options(synchronize_session=False)
     )
+
+
+def keep_web_session(session: Session, token: str, session_version: int) -> None:
+    """Carry one session over a session_version bump (the one that changed its own password)."""
+    session.execute(
+        update(WebSession)
+        .where(WebSession.id == token)
+        .values(session_version=session_version)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def live_web_sessions(session: Session, user_id: int, session_version: int) -> list[WebSession]:
+    return list(
+        session.scalars(
+            select(WebSession)
+            .where(
+                WebSession.user_id == user_id,
+                WebSession.ended_at.is_(None),
+                WebSession.session_version == session_version,
+            )
+            .order_by(WebSession.created_at.desc())
+        ).all()
+    )
+
+
+def end_web_sessions(session: Session, user_id: int, session_version: int, *, except_token: str | None) -> int:
+    """End a user's working sessions but one; how many ended. (A session of an older
+    session_version already stopped working: it is not counted again.)"""
+    condition = [
+        WebSession.user_id == user_id,
+        WebSession.ended_at.is_(None),
+        WebSession.session_version == session_version,
+    ]
+    if except_token is not None:
+        condition.append(WebSession.id != except_token)
+    result = session.execute(
+        update(WebSession).where(*condition).values(ended_at=utcnow()).execution_options(synchronize_session=False)
+    )
+    return rows_changed(result)
+
+
+def session_key(token: str) -> str:
+    """A handle for a session that is not its token (shown in the console)."""
+    return hashlib.sha256(token.encode()).hexdigest()[:12]
 
 
 def delete_web_session(session: Session, token: str) -> None:

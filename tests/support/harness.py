@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import secrets
 import signal
 import socket
 import subprocess
@@ -14,13 +15,14 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import nats
 from nats.js.errors import NotFoundError
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, make_url, select
 
 from core.broker.embedded import NatsServer, free_port, port_open
 from core.errors import Conflict, NotAnUpgrade
@@ -51,6 +53,22 @@ def make_settings(tmp_path: Path, nats_url: str, database_url: str, **overrides)
     )
     values.update(overrides)
     return Settings(**values)
+
+
+@contextmanager
+def private_database(server_url: str) -> Iterator[str]:
+    """Create a uniquely named PostgreSQL database next to server_url's, yield its URL, drop it."""
+    server = make_url(server_url)
+    name = f"switchyard_test_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
 
 
 def reset_stream(url: str, stream: str) -> None:
