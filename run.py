@@ -204,6 +204,7 @@ def cmd_dispatch(args, settings: Settings, environ) -> int:
             created_by="cli",
         )
         print(task_id)
+        runtime.service.flush()
         problem = runtime.broker_error or runtime.service.last_publish_error
         if problem:
             print(

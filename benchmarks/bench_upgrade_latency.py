@@ -205,6 +205,7 @@ def fill_queue(runtime: Runtime, total: int, analyze: bool) -> list[str]:
             [DispatchRequest("demo.echo", {"i": offset + i}, priority=p) for i, p in enumerate(priorities)],
             created_by="bench",
         )
+        runtime.service.flush(120)
         if runtime.service.last_publish_error:
             raise RuntimeError(runtime.service.last_publish_error)
         low_ids.extend(task_id for task_id, p in zip(ids, priorities) if p <= 3)

@@ -91,6 +91,7 @@ def run_ours(
     requests = [DispatchRequest("demo.echo", {"i": i}, priority=5) for i in range(n)]
     for offset in range(0, n, 1000):
         runtime.service.dispatch_tasks(requests[offset : offset + 1000], created_by="bench")
+    runtime.service.flush(120)  # every message in the stream before the worker starts
     if runtime.service.last_publish_error:
         raise RuntimeError(runtime.service.last_publish_error)
     probe = Probe(n)

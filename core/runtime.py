@@ -118,6 +118,7 @@ class Runtime:
         return runtime
 
     def close(self) -> None:
+        self.service.close()
         if self.broker is not None:
             self.broker.close()
         self.db.dispose()

@@ -699,7 +699,7 @@ def call(flask_client, dep, inputs: dict, state: dict | None = None, changed: li
 def click(flask_client, button, name=None, owner=None, target=None):
     """A click on `button`, or (None) a re-render that fires the callback without one."""
     dep = find_callback(flask_client, "create-token", "n_clicks")
-    inputs = {("create-token", "n_clicks"): None, ("revoke-token", "n_clicks"): None}
+    inputs = {("create-token", "n_clicks"): None, ("revoke-confirm", "n_clicks"): None}
     if button:
         inputs[(button, "n_clicks")] = 1
     state = {("token-name", "value"): name, ("token-owner", "value"): owner, ("token-target", "value"): target}
@@ -726,7 +726,7 @@ def test_api013_tokens_page_each_user_their_own_admins_anyone(settings, runtime)
     admins = api_tokens.system_create_token(runtime.db, "ada", "admin's")
     forged = click(otto, "create-token", name="evil", owner="ada").get_data(as_text=True)
     assert "may not manage other users' API tokens" in forged
-    forged = click(otto, "revoke-token", target=str(admins.info.id)).get_data(as_text=True)
+    forged = click(otto, "revoke-confirm", target=str(admins.info.id)).get_data(as_text=True)
     assert "may not manage other users' API tokens" in forged
     assert api_tokens.authenticate_token(runtime.db, admins.secret).username == "ada"
     assert [(r.actor, r.action) for r in audit_rows(runtime.db, outcome="denied")] == [
@@ -742,7 +742,7 @@ def test_api013_tokens_page_each_user_their_own_admins_anyone(settings, runtime)
     assert "All tokens" in page and mine.prefix in page and admins.info.prefix in page
     for_otto = click(ada, "create-token", name="deploy", owner="otto").get_data(as_text=True)
     assert "Created token 'deploy' for otto" in for_otto
-    revoked = click(ada, "revoke-token", target=str(mine.id)).get_data(as_text=True)
+    revoked = click(ada, "revoke-confirm", target=str(mine.id)).get_data(as_text=True)
     assert f"Revoked {mine.prefix}" in revoked
     with pytest.raises(NotAllowed):
         api_tokens.authenticate_token(runtime.db, secret)

@@ -232,6 +232,7 @@ fetch(request.url, {
 
 def test_con_b007_a_replayed_critical_request_from_an_operator_session_is_refused(console, runtime):
     task_id = runtime.service.dispatch_task("demo.echo", priority=5)
+    assert runtime.service.flush(10)
     broker = runtime.broker
     before_stream = broker.run(broker.broker.subject_counts())
     assert before_stream == {"tasks.webapp.default.normal": 1}

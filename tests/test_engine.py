@@ -36,6 +36,8 @@ def effects_of(runtime, task_id) -> int:
 
 
 def depths(runtime) -> dict:
+    """The broker's depths once what was dispatched has been published (dispatch returns on commit)."""
+    assert runtime.service.flush(10)
     return runtime.broker.run(broker_depths(runtime.broker.broker))
 
 
@@ -153,6 +155,7 @@ def test_eng006_permission_matrix(runtime, role, action):
             session.get(Task, task_id).status = "failed"
     else:
         task_id = service.dispatch_task("demo.echo", priority=1)
+    assert service.flush(10)  # published and recorded: nothing changes the row behind the test
     before = task_row(runtime, task_id)
 
     def act():

@@ -122,6 +122,7 @@ def _cli_env(settings) -> dict[str, str]:
 
 def test_flt004_reconciler_requeues_a_task_whose_message_the_broker_lost(runtime, start_worker, settings):
     task_id = runtime.service.dispatch_task("demo.record", args={"value": "lost"}, priority=5)
+    assert runtime.service.flush(10)  # dispatch returns on commit; the publisher publishes after
     lost = row(runtime.db, task_id)
     assert runtime.broker.run(runtime.broker.broker.delete_message(lost.stream_seq))  # the broker "loses" it
     with runtime.db.session(write=True) as session:  # and it was queued long enough ago to be suspicious

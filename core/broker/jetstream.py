@@ -422,6 +422,10 @@ class BrokerThread:
             future.cancel()
             raise BrokerUnavailable("broker unavailable: no answer in time") from None
 
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        """Start a coroutine on the broker's loop without waiting for it."""
+        asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+
     def close(self) -> None:
         try:
             self.run(self.broker.close())

@@ -21,7 +21,7 @@ from core.settings import Settings
 from core.tasks.registry import TaskContext, TaskRegistry
 from core.tasks.rows import DispatchRequest, build_task_row, row_message
 from db.engine import Connection
-from db.queries import leases
+from db.queries import leases, tasks
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def record_outcome(
             ],
         )
     if follow_up is not None:
-        leases.insert_tasks(connection, [follow_up])
+        tasks.insert_tasks(connection, [follow_up])
         item.follow_up = [row_message(follow_up)]
     return True
 

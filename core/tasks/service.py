@@ -9,6 +9,7 @@ its outcome.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -37,7 +38,7 @@ from core.observe import metrics
 from core.priority import Priority, parse_upgrade_action, priority_to_bucket, subject_for
 from core.settings import Settings
 from core.tasks import reads
-from core.tasks.outbox import PUBLISH_GRACE, record_published
+from core.tasks.outbox import PUBLISH_GRACE, Publisher, publish_problem, record_published
 from core.tasks.registry import TaskRegistry
 from core.tasks.rows import (
     MAX_BATCH,
@@ -54,6 +55,10 @@ from db.models import Task, TaskStatus, utcnow
 from db.queries import tasks as task_queries
 
 log = logging.getLogger(__name__)
+
+NO_BROKER = "no broker configured"
+# How long closing waits for the publisher to hand what it holds to the stream.
+FLUSH_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -91,7 +96,20 @@ class TaskService:
         self.db = db
         self.registry = registry
         self.broker = broker
-        self.last_publish_error: str | None = None
+        self.publisher = Publisher(db, broker) if broker is not None else None
+
+    @property
+    def last_publish_error(self) -> str | None:
+        """Why the latest publish did not reach the stream (None: it did)."""
+        return self.publisher.last_error if self.publisher is not None else NO_BROKER
+
+    def flush(self, timeout: float = FLUSH_SECONDS) -> bool:
+        """Wait until what was dispatched so far is published (or left to the relay)."""
+        return self.publisher.flush(timeout) if self.publisher is not None else True
+
+    def close(self) -> None:
+        if self.publisher is not None:
+            self.publisher.close(FLUSH_SECONDS)
 
     # -- dispatch ---------------------------------------------------------------------------
 
@@ -99,19 +117,17 @@ class TaskService:
         return self.dispatch_tasks([DispatchRequest(name, **options)], created_by=created_by)[0]
 
     def dispatch_tasks(self, requests: Iterable[DispatchRequest], *, created_by: str | None = None) -> list[str]:
-        """Insert every row in one transaction, then publish them pipelined.
-
-        Returns the ids once the rows are committed: from then on the tasks are kept even if
-        the broker is down (the relay publishes them when it is back).
-        """
+        """Insert every row in one transaction and return the ids once it has committed: from
+        then on the tasks are kept, whatever happens to the broker or to this process. The
+        publisher publishes them in the background (the relay, if this process dies first)."""
         now = utcnow()
         rows = [build_task_row(self.settings, self.registry, r, now, created_by) for r in requests]
         if not rows:
             return []
-        with self.db.session(write=True) as session:
-            task_queries.insert_tasks(session, rows)
+        with self.db.connect(write=True) as connection:
+            task_queries.insert_tasks(connection, rows)
         count_dispatched(rows)
-        self._publish([row_message(row) for row in rows])
+        self._hand_over([row_message(row) for row in rows], wait=False)
         return [row["id"] for row in rows]
 
     def dispatch_tasks_as(
@@ -153,7 +169,7 @@ class TaskService:
                     address=address,
                 )
             count_dispatched(rows)
-            return Dispatched(ids, self._publish([row_message(row) for row in rows]))
+            return Dispatched(ids, self._hand_over([row_message(row) for row in rows], wait=True))
 
         return run_audited(self.db, user, "dispatch", None, address, operation)
 
@@ -327,21 +343,34 @@ class TaskService:
         stream_seq, published_generation = published
         return [stream_seq] if stream_seq is not None and published_generation == task.generation else []
 
+    def _hand_over(self, messages: list[TaskMessage], *, wait: bool) -> str | None:
+        """Give committed rows' messages to the publisher. With wait, return why they were not
+        published (None when they were) once it knows; the relay publishes them later."""
+        if self.publisher is None:
+            return NO_BROKER
+        done = self.publisher.submit(messages, wait=wait)
+        if done is None:
+            return None
+        try:
+            return done.result(self.settings.broker_timeout_seconds * 3)
+        except FutureTimeout:
+            return "broker unavailable: no publish acknowledgement in time"
+
     def _publish(self, messages: list[TaskMessage]) -> str | None:
-        """Publish now if the broker answers; otherwise the relay does it later. Returns why
-        not (None when everything was published)."""
-        if self.broker is None:
-            self.last_publish_error = "no broker configured"
-            return self.last_publish_error
+        """Publish now, on the caller's thread (an upgrade, a cancel or a retry must not queue
+        behind a bulk dispatch); otherwise the relay does it later. Returns why not (None when
+        everything was published)."""
+        if self.broker is None or self.publisher is None:
+            return NO_BROKER
         try:
             results = self.broker.run(self.broker.broker.publish(messages))
         except BrokerUnavailable as error:
-            self.last_publish_error = str(error)
+            self.publisher.last_error = str(error)
             log.warning("%s; %d task(s) kept for the relay", error, len(messages))
             return str(error)
         failures = [r for r in results if isinstance(r, Exception)]
-        problem = f"broker unavailable: {failures[0]}" if failures else None
-        self.last_publish_error = problem
+        problem = publish_problem(failures[0]) if failures else None
+        self.publisher.last_error = problem
         try:
             stale = record_published(self.db, results)
         except DatabaseUnavailable as error:

@@ -95,7 +95,6 @@ _FAILED = (
 )
 _INSERT_EFFECTS = insert(cast(Table, TaskEffect.__table__))
 _INSERT_ATTEMPT = insert(cast(Table, TaskAttempt.__table__))
-_INSERT_TASKS = insert(_tasks)
 
 
 def claim(
@@ -149,7 +148,3 @@ def add_effects(connection: Connection, rows: list[dict[str, Any]]) -> None:
 def add_attempt(connection: Connection, **values: Any) -> None:
     """An attempt that ended without success (task_id, attempt, worker_id, started_at, ended_at, error)."""
     connection.execute(_INSERT_ATTEMPT, [values])
-
-
-def insert_tasks(connection: Connection, rows: list[dict[str, Any]]) -> None:
-    connection.execute(_INSERT_TASKS, rows)

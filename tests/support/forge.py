@@ -155,7 +155,9 @@ class State:
 
 def snapshot(runtime) -> State:
     """Every row of every table (audit_log apart), and the stream's counters and subjects. A
-    session's last_seen_at is left out: bookkeeping written at most once a minute, by any request."""
+    session's last_seen_at is left out: bookkeeping written at most once a minute, by any request.
+    Taken once what was dispatched is published (dispatch returns on commit)."""
+    assert runtime.service.flush(10)
     tables: dict[str, list[tuple]] = {}
     with runtime.db.session() as session:
         for table in Base.metadata.sorted_tables:
