@@ -65,8 +65,20 @@
         show("session-ended", ["Your session has ended. ", link]);
     }
 
+    // The time of the data on the page, as the page itself says it ("Updated hh:mm:ss"); the
+    // last answer of any kind when the page shows none.
+    function lastUpdated() {
+        var label = document.querySelector(".updated");
+        var shown = label && /^Updated (\S+)$/.exec(label.textContent.trim());
+        if (shown) {
+            return shown[1];
+        }
+        return lastAnswer ? clock(lastAnswer) : null;
+    }
+
     function connectionLost() {
-        var since = lastAnswer ? "last updated " + clock(lastAnswer) : "nothing loaded yet";
+        var when = lastUpdated();
+        var since = when ? "last updated " + when : "nothing loaded yet";
         show("lost", ["Connection lost, " + since + ". Trying again..."]);
     }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -46,6 +46,7 @@ class Database:
         self.url = make_url(url)
         self.read_timeout_seconds = read_timeout_seconds
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        busy_seconds = 0.0
         if self.is_sqlite:
             if self.url.database and self.url.database != ":memory:":
                 Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
@@ -82,7 +83,8 @@ class Database:
             )
         # SQLite lets one writer in at a time and makes the others poll with sleeps (the busy
         # timeout). Writers of one process queue on a lock instead, and hand over at once.
-        self._write_turn: AbstractContextManager = threading.RLock() if self.is_sqlite else nullcontext()
+        self._write_turn = threading.RLock() if self.is_sqlite else None
+        self._busy_seconds = busy_seconds
         self._write_engine = self.engine.execution_options(switchyard_write=True)
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
         self._writer = sessionmaker(self._write_engine, expire_on_commit=False)
@@ -103,8 +105,20 @@ class Database:
         except DataError as error:
             raise InvalidInput(_refused_value(error)) from error
 
-    def _turn(self, write: bool) -> AbstractContextManager:
-        return self._write_turn if write else nullcontext()
+    @contextmanager
+    def _turn(self, write: bool) -> Iterator[None]:
+        """A write's turn among this process's writers (SQLite), given up after the busy timeout
+        with the message SQLite itself would give."""
+        turn = self._write_turn if write else None
+        if turn is None:
+            yield
+            return
+        if not turn.acquire(timeout=self._busy_seconds):
+            raise DatabaseUnavailable("database unavailable: database is locked")
+        try:
+            yield
+        finally:
+            turn.release()
 
     @contextmanager
     def reading(self) -> Iterator[Session]:

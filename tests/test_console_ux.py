@@ -70,6 +70,20 @@ def text_of(duo, selector: str) -> str:
         return ""
 
 
+def click_live(duo, selector: str, timeout: float = 10) -> None:
+    """Click an element of a part of the page that redraws itself every refresh: a click that
+    lands between two draws finds its element gone, and is made again on the new one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            duo.find_element(selector).click()
+            return
+        except StaleElementReferenceException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def wait_text(duo, selector: str, pattern: str, timeout: float = 15) -> str:
     """The element's text once it matches the pattern."""
     deadline = time.monotonic() + timeout
@@ -251,10 +265,10 @@ def test_ux003_wait_alarms_show_and_overview_links_to_filtered_tasks(console, ru
     plain = style_of(console, "#queue-matrix tbody th", "backgroundColor")
     assert alarm == "rgb(241, 174, 181)" and warn == "rgb(255, 230, 156)", (alarm, warn)
     assert plain not in (alarm, warn)
-    assert "waiting 11 min" in text_of(console, "#queue-matrix td.age-alarm")
+    wait_text(console, "#queue-matrix td.age-alarm", "waiting 11 min")  # "" while the matrix is redrawn
     wait_text(console, "#overview-updated", rf"^Updated {CLOCK}$")
 
-    console.find_element("#queue-matrix td.age-alarm a").click()
+    click_live(console, "#queue-matrix td.age-alarm a")
     wait_until(lambda: "/tasks?" in console.driver.current_url, timeout=10)
     url = urlparse(console.driver.current_url)
     assert url.path == "/tasks"
@@ -271,7 +285,7 @@ def test_ux003_wait_alarms_show_and_overview_links_to_filtered_tasks(console, ru
 
     go(console, "/")
     console.wait_for_element("#queued-low")
-    console.find_element("a.metric-link[href='/tasks?status=queued&bucket=low']").click()
+    click_live(console, "a.metric-link[href='/tasks?status=queued&bucket=low']")
     wait_until(lambda: grid_rows(console) == [warned], timeout=15, message="the low bucket")
 
 

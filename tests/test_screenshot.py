@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from sqlalchemy import select
 
 from core.priority import Bucket
@@ -42,7 +43,11 @@ def waiting_low(runtime, count: int) -> list[str]:
 
 
 def queued(duo, bucket: str) -> int:
-    text = duo.find_element(f"#queued-{bucket}").text.replace(",", "")
+    """The overview's queued count for the bucket; -1 while it is being redrawn."""
+    try:
+        text = duo.find_element(f"#queued-{bucket}").text.replace(",", "")
+    except StaleElementReferenceException:
+        return -1
     return int(text) if text.isdigit() else -1
 
 

@@ -202,7 +202,8 @@ def test_sec020_a_thousand_hostile_requests_no_5xx_no_traceback(app, runtime, ca
     print(f"\nsec020 hostile requests: {total} ({dict(sorted(tally.items()))}); per callback {dict(per_callback)}")
     assert total >= 1000
     assert tally[500] == 0
-    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR and not killed_by_dash_testing(r)]
+    assert not errors, [r.getMessage() for r in errors]
 
 
 def test_sec021_a_viewers_hostile_requests_change_nothing(app, runtime):
@@ -279,3 +280,9 @@ def test_sec022_hostile_sign_in_forms_no_5xx_nobody_signed_in(settings, runtime)
                            content_type="multipart/form-data")  # fmt: skip
     assert response.status_code == 302  # the real password, as a multipart form, still works
     print(f"\nsec022 hostile sign-in forms: {sent}, no 5xx")
+
+
+def killed_by_dash_testing(record: logging.LogRecord) -> bool:
+    """dash[testing] stops a test's server by raising SystemExit in every thread the test started;
+    an idle pool thread of an earlier test only meets it when its pool is collected, maybe now."""
+    return record.name == "concurrent.futures" and bool(record.exc_info) and record.exc_info[0] is SystemExit
