@@ -4,8 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+PEERS_VENV := .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.installed
 
-.PHONY: run test lint bench browser-deps clean
+.PHONY: run test lint bench bench-peers browser-deps redis-deps clean
 
 # pip is the last thing venv creates, so a set-up that was interrupted is done again.
 $(BIN)/pip:
@@ -45,5 +47,24 @@ test: $(TEST_STAMP) browser-deps lint
 bench: $(TEST_STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
+# Switchyard next to Celery, RQ and taskiq; the peers live in a venv of their own.
+$(PEERS_VENV)/bin/pip:
+	$(PYTHON) -m venv --clear $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install --quiet --upgrade pip
+
+$(PEERS_STAMP): benchmarks/peers/requirements.txt | $(PEERS_VENV)/bin/pip
+	$(PEERS_VENV)/bin/pip install --quiet -r benchmarks/peers/requirements.txt
+	touch $@
+
+# The benchmark starts a private redis-server (Debian's) on a port of its own.
+redis-deps:
+	@if ! command -v redis-server >/dev/null 2>&1; then \
+		echo "installing redis-server"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	fi
+
+bench-peers: $(TEST_STAMP) $(PEERS_STAMP) redis-deps
+	$(BIN)/python benchmarks/bench_peers.py $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PEERS_VENV) data .pytest_cache .mypy_cache .ruff_cache

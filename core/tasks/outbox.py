@@ -31,6 +31,8 @@ PUBLISH_GRACE = timedelta(seconds=3)
 RELAY_BATCH = 1000
 # Messages the publisher holds at most; beyond that the relay publishes them from their rows.
 MAX_PENDING = 100_000
+# How long the publisher waits for more before it records what it published (one transaction).
+RECORD_DELAY_SECONDS = 0.02
 
 
 def record_published(db: Database, results: Sequence[Published | Exception]) -> list[int]:
@@ -67,8 +69,8 @@ class Publisher:
     """Publishes the messages of committed rows off the caller's thread ("accept on commit").
 
     A dispatch returns once its rows are committed; the publisher, on the broker's event loop,
-    takes whatever has been submitted meanwhile, publishes it pipelined in batches and records
-    the stream sequences, recording one batch while it publishes the next. Nothing depends on
+    takes whatever has been submitted meanwhile, publishes it pipelined, and records the stream
+    sequences of up to RELAY_BATCH messages in one transaction. Nothing depends on
     it for safety: a row is published by the relay if its message is not recorded within
     PUBLISH_GRACE (a crash, a broker outage, a full backlog), deduplicated by message id.
     """
@@ -133,28 +135,30 @@ class Publisher:
             return taken
 
     async def _drain(self) -> None:
-        recording: asyncio.Task | None = None
+        unrecorded: list[Published | Exception] = []
         try:
             while True:
                 taken = self._take()
-                if not taken:
-                    if recording is not None:
-                        await recording
-                        recording = None
-                    with self._lock:
-                        if self._queue:
-                            continue
-                        self._draining = False
-                        self._idle.set()
-                        return
-                messages = [m for submission in taken for m in submission.messages]
-                try:
-                    results = await self._broker.broker.publish(messages)
-                except BrokerUnavailable as error:
-                    results = [error] * len(messages)
-                if recording is not None:
-                    await recording
-                recording = asyncio.ensure_future(self._record(taken, results))
+                if taken:
+                    unrecorded += await self._publish(taken)
+                    if len(unrecorded) < RELAY_BATCH:
+                        continue  # more may be waiting: record them together
+                elif unrecorded:
+                    # Callers dispatching one task at a time would otherwise cost a write
+                    # transaction each: give them a moment to add to this one.
+                    await asyncio.sleep(RECORD_DELAY_SECONDS)
+                    if self._queued:
+                        continue
+                if unrecorded:
+                    await self._record(unrecorded)
+                    unrecorded = []
+                    continue
+                with self._lock:
+                    if self._queue:
+                        continue
+                    self._draining = False
+                    self._idle.set()
+                    return
         except BaseException:
             log.exception("the publisher stopped; the relay publishes what it held")
             with self._lock:
@@ -164,18 +168,27 @@ class Publisher:
                 self._idle.set()
             raise
 
-    async def _record(self, taken: list[_Submission], results: list[Published | Exception]) -> None:
+    async def _publish(self, taken: list[_Submission]) -> list[Published | Exception]:
+        """Publish, and tell the callers that wait whether the stream took their messages."""
+        messages = [m for submission in taken for m in submission.messages]
+        try:
+            results = await self._broker.broker.publish(messages)
+        except BrokerUnavailable as error:
+            results = [error] * len(messages)
         failures = [r for r in results if isinstance(r, Exception)]
         problem = publish_problem(failures[0]) if failures else None
         self.last_error = problem
         if failures:
             log.warning("%s; %d task(s) kept for the relay", problem, len(failures))
+        for submission in taken:
+            if submission.done is not None:
+                submission.done.set_result(problem)
+        return results
+
+    async def _record(self, results: list[Published | Exception]) -> None:
         try:
             loop = asyncio.get_running_loop()
             stale = await loop.run_in_executor(self._recorder, record_published, self._db, results)
             await self._broker.broker.discard(stale)
         except (DatabaseUnavailable, BrokerUnavailable) as error:
             log.warning("published but not recorded (%s): the relay will republish, deduplicated", error)
-        for submission in taken:
-            if submission.done is not None:
-                submission.done.set_result(problem)
