@@ -136,14 +136,17 @@ class Publisher:
 
     async def _drain(self) -> None:
         unrecorded: list[Published | Exception] = []
+        waiting: list[tuple[Future, str | None]] = []  # callers told once their rows are recorded
         try:
             while True:
                 taken = self._take()
                 if taken:
-                    unrecorded += await self._publish(taken)
-                    if len(unrecorded) < RELAY_BATCH:
+                    results, problem = await self._publish(taken)
+                    unrecorded += results
+                    waiting += [(s.done, problem) for s in taken if s.done is not None]
+                    if len(unrecorded) < RELAY_BATCH and not waiting:
                         continue  # more may be waiting: record them together
-                elif unrecorded:
+                elif unrecorded and not waiting:
                     # Callers dispatching one task at a time would otherwise cost a write
                     # transaction each: give them a moment to add to this one.
                     await asyncio.sleep(RECORD_DELAY_SECONDS)
@@ -152,6 +155,9 @@ class Publisher:
                 if unrecorded:
                     await self._record(unrecorded)
                     unrecorded = []
+                    for done, problem in waiting:
+                        done.set_result(problem)
+                    waiting = []
                     continue
                 with self._lock:
                     if self._queue:
@@ -166,10 +172,12 @@ class Publisher:
                 self._queued = 0
                 self._draining = False
                 self._idle.set()
+            for done, problem in waiting:
+                done.set_result(problem)
             raise
 
-    async def _publish(self, taken: list[_Submission]) -> list[Published | Exception]:
-        """Publish, and tell the callers that wait whether the stream took their messages."""
+    async def _publish(self, taken: list[_Submission]) -> tuple[list[Published | Exception], str | None]:
+        """Publish; the results, and why not everything reached the stream (None if it did)."""
         messages = [m for submission in taken for m in submission.messages]
         try:
             results = await self._broker.broker.publish(messages)
@@ -180,10 +188,7 @@ class Publisher:
         self.last_error = problem
         if failures:
             log.warning("%s; %d task(s) kept for the relay", problem, len(failures))
-        for submission in taken:
-            if submission.done is not None:
-                submission.done.set_result(problem)
-        return results
+        return results, problem
 
     async def _record(self, results: list[Published | Exception]) -> None:
         try:
