@@ -3,6 +3,7 @@ when SWITCHYARD_TEST_DATABASE_URL is set)."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -344,3 +345,42 @@ def test_eng014_queue_statistics(runtime):
     assert stats["buckets"]["low"]["oldest_age_seconds"] >= 0
     cells = {(c["category"], c["phase"], c["bucket"]): c["queued"] for c in stats["cells"]}
     assert cells[("etl", "extract", "high")] == 1 and cells[("webapp", "default", "high")] == 2
+
+
+def test_eng015_tasks_claimed_ahead_of_a_slow_one_are_handed_back_unstarted(runtime, start_worker, registry):
+    """A slot claims the short tasks it holds in one transaction. When one of them turns out to
+    be slow, the others must not wait behind it holding a lease: after HAND_BACK_SECONDS they
+    are queued again, unstarted, their attempt not counted, so they can be cancelled or upgraded
+    like any queued task, and each of the rest runs exactly once."""
+    slow_started = threading.Event()
+
+    @registry.task("test.slow", category="webapp")
+    def slow(ctx, **_):
+        slow_started.set()
+        time.sleep(1.0)
+
+    service = runtime.service
+    recorder = Recorder()
+    start_worker(recorder)
+    warm_up = service.dispatch_tasks([DispatchRequest("demo.echo", priority=5) for _ in range(40)])
+    recorder.wait_for(lambda: len(recorder.of("succeeded")) == len(warm_up))  # the worker knows tasks are short
+    batch = service.dispatch_tasks(
+        [DispatchRequest("test.slow", priority=5)] + [DispatchRequest("demo.echo", priority=5) for _ in range(10)]
+    )
+    slow_id, short = batch[0], batch[1:]
+    recorder.wait_for(lambda: len(recorder.of("handed_back")) >= 1)
+    assert slow_started.is_set() and slow_id not in recorder.of("succeeded")
+    handed_back = recorder.of("handed_back")
+    assert set(handed_back) <= set(short) and slow_id not in handed_back
+    doomed = handed_back[-1]
+    row = task_row(runtime, doomed)
+    assert (row["status"], row["attempts"], row["generation"]) == ("queued", 0, 2)
+    service.cancel_task(doomed, ROLE_USERS["manager"])  # queued again: cancel works as for any queued task
+    recorder.wait_for(lambda: set(batch) - {doomed} <= set(recorder.of("succeeded")))
+    time.sleep(0.3)
+    assert doomed not in recorder.of("started")
+    assert task_row(runtime, doomed)["status"] == "cancelled"
+    assert recorder.counts("started") == {task: 1 for task in [*warm_up, *batch] if task != doomed}
+    for task in batch:
+        if task != doomed:
+            assert (task_row(runtime, task)["status"], task_row(runtime, task)["attempts"]) == ("succeeded", 1)

@@ -29,6 +29,7 @@ from core.broker.messages import Msg, subject_of_consumer
 log = logging.getLogger(__name__)
 
 PREFETCH_WINDOW_SECONDS = 0.05
+CLAIM_AHEAD_SECONDS = 0.005
 HOLD_SECONDS = 1.0
 
 
@@ -109,9 +110,10 @@ class MessageSource:
         self._rings = 0
         self._wake = asyncio.Event()
 
-    async def next(self) -> tuple[Msg | None, int]:
-        """The next message to run, or None when every queue in scope is empty. The ticket
-        goes to wait(): a doorbell rung after it was issued ends the wait at once."""
+    async def next(self, most: int = 1) -> tuple[list[Msg], int]:
+        """The next messages to run: the first held one and up to `most - 1` more of its bucket,
+        in arrival order; none when every queue in scope is empty. The ticket goes to wait(): a
+        doorbell rung after it was issued ends the wait at once."""
         async with self._lock:
             ticket = self._rings
             self.hints.maybe_full_sweep()
@@ -119,9 +121,19 @@ class MessageSource:
                 above = self._held[0].bucket if self._held else len(self._consumers)
                 if await self._pull_above(above):
                     continue  # found work above everything held: look above that, then take it
-                if self._held:
-                    return self._held.pop(0).msg, ticket
-                return None, ticket
+                if not self._held:
+                    return [], ticket
+                bucket = self._held[0].bucket
+                count = 1
+                while count < min(most, len(self._held)) and self._held[count].bucket == bucket:
+                    count += 1
+                taken, self._held = self._held[:count], self._held[count:]
+                return [held.msg for held in taken], ticket
+
+    def claim_ahead(self) -> int:
+        """How many messages a slot may claim at once: as many as recent run times say it will
+        start within CLAIM_AHEAD_SECONDS (1 while tasks are slow or unknown)."""
+        return max(1, min(int(CLAIM_AHEAD_SECONDS / max(self._run_seconds, 1e-6)), self._max_prefetch))
 
     async def wait(self, ticket: int, stop: asyncio.Event) -> None:
         """Idle until a doorbell rings, the next full sweep is due, or the worker stops."""

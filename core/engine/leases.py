@@ -16,8 +16,10 @@ from typing import Any
 
 from core.broker.messages import TaskMessage
 from core.errors import InvalidInput
+from core.priority import subject_for
 from core.sanitize import clean_json, clean_text
 from core.settings import Settings
+from core.tasks.outbox import PUBLISH_GRACE
 from core.tasks.registry import TaskContext, TaskRegistry
 from core.tasks.rows import DispatchRequest, build_task_row, row_message
 from db.engine import Connection
@@ -87,6 +89,16 @@ def claim(
     token = os.urandom(16).hex()
     row = leases.claim(connection, message.task_id, message.generation, stream_seq, token, now + lease, now, worker_id)
     return None if row is None else Claimed(**row._mapping, lease_token=token, started_at=now)
+
+
+def hand_back(connection: Connection, claimed: Claimed, now: datetime) -> TaskMessage | None:
+    """Give back a task claimed ahead that did not start: queued again, its attempt not counted.
+    The message to publish for it (the relay publishes it after PUBLISH_GRACE otherwise), or
+    None if its lease was lost meanwhile."""
+    generation = leases.hand_back(connection, claimed.id, claimed.lease_token, now + PUBLISH_GRACE)
+    if generation is None:
+        return None
+    return TaskMessage(claimed.id, generation, subject_for(claimed.category, claimed.phase, claimed.bucket))
 
 
 def extend_lease(connection: Connection, claimed: Claimed, lease: timedelta, now: datetime) -> bool:

@@ -30,7 +30,16 @@ from core.broker.messages import Msg, TaskMessage, consumer_name, stream_sequenc
 from core.engine import presence
 from core.engine.fetching import HOLD_SECONDS, MessageSource
 from core.engine.group_commit import GroupCommit
-from core.engine.leases import Claimed, Finished, claim, describe_failure, extend_lease, record_outcome, run_task
+from core.engine.leases import (
+    Claimed,
+    Finished,
+    claim,
+    describe_failure,
+    extend_lease,
+    hand_back,
+    record_outcome,
+    run_task,
+)
 from core.engine.maintenance import reap_expired_leases, reconcile
 from core.errors import BrokerUnavailable, DatabaseUnavailable, InvalidInput
 from core.observe import logs, metrics
@@ -44,6 +53,7 @@ from db.models import utcnow
 log = logging.getLogger(__name__)
 
 RESTART_MAX_SECONDS = 60.0
+HAND_BACK_SECONDS = 0.05
 FOLLOW_INTERVAL_SECONDS = 2.0
 
 
@@ -188,82 +198,123 @@ class Worker:
     # -- one slot ---------------------------------------------------------------------------
 
     async def _slot(self) -> None:
-        """Run tasks one after another until the worker stops. The outcome of each task is
-        written in the same transaction as the next claim (or alone, when there is none)."""
-        previous: Finished | None = None
+        """Run tasks until the worker stops. A slot claims the messages it takes in one
+        transaction, which also records the outcomes of the tasks it ran before (or they are
+        recorded alone, when there is nothing to claim)."""
+        finished: list[Finished] = []
         while True:
-            msg, ticket = (None, 0) if self._stop.is_set() else await self._next_message()
-            if msg is None:
-                if previous is not None:
-                    await self._record_alone(previous)
-                    previous = None
+            msgs: list[Msg] = []
+            ticket = 0
+            if not self._stop.is_set():
+                msgs, ticket = await self._next_messages(self.source.claim_ahead())
+            if not msgs:
+                if finished:
+                    await self._record_all_alone(finished)
+                    finished = []
                     continue
                 if self._stop.is_set():
                     return
                 await self.source.wait(ticket, self._stop)
                 continue
-            try:
-                message = TaskMessage.decode(msg)
-            except InvalidInput as error:
-                log.warning("%s: dropped", error)
-                await self._settle(msg.term)
+            taken = await self._decode(msgs)
+            if not taken:
                 continue
-            work = partial(self._finish_and_claim, previous, message, stream_sequence(msg))
+            work = partial(self._finish_and_claim, finished, [(message, seq) for _, message, seq in taken])
             try:
-                recorded, claimed = await self._writes.run(work)
+                recorded, claims = await self._writes.run(work)
             except DatabaseUnavailable as error:
-                log.warning(
-                    "%s; message for task %s returned to the queue",
-                    error,
-                    message.task_id,
-                    extra={"task_id": message.task_id},
-                )
-                await self._settle(msg.nak, delay=2)
-                if previous is not None:
-                    await self._record_alone(previous)
-                    previous = None
+                log.warning("%s; %d message(s) returned to the queue", error, len(taken))
+                await self._settle_all([msg.nak for msg, _, _ in taken], delay=2)
+                await self._record_all_alone(finished)
+                finished = []
                 await self._sleep(1.0)
                 continue
-            except Exception as error:
-                # Writing the previous outcome (or this claim) failed for a reason of its own: the
-                # previous task is failed, this message goes back to the queue, the slot goes on.
-                log.exception("a write failed; message for task %s returned to the queue", message.task_id)
-                await self._settle(msg.nak, delay=1)
-                if previous is not None:
-                    await self._record_alone(previous.unstorable(error), fallback=False)
-                    previous = None
+            except Exception:
+                # An outcome (or a claim) could not be written for a reason of its own: the
+                # messages go back to the queue, each outcome is tried alone, the slot goes on.
+                log.exception("a write failed; %d message(s) returned to the queue", len(taken))
+                await self._settle_all([msg.nak for msg, _, _ in taken], delay=1)
+                await self._record_all_alone(finished)
+                finished = []
                 continue
-            if previous is not None:
-                await self._recorded(previous, recorded)
-                previous = None
-            if claimed is None:
-                self.stats.dropped += 1
-                await self._settle(msg.term)
-                self._emit("dropped", message.task_id)
-                continue
-            await self._settle(msg.ack)  # from here the database lease owns the task
-            self.stats.claimed += 1
-            metrics.QUEUE_WAIT.labels(claimed.bucket).observe(max((utcnow() - claimed.queued_at).total_seconds(), 0))
-            self._emit("started", claimed.id)
-            previous = await self._execute(claimed)
+            for item, was_recorded in zip(finished, recorded):
+                await self._recorded(item, was_recorded)
+            batch: list[Claimed] = []
+            settles: list[Callable] = []
+            for (msg, message, _), claimed in zip(taken, claims):
+                if claimed is None:
+                    self.stats.dropped += 1
+                    settles.append(msg.term)
+                    self._emit("dropped", message.task_id)
+                else:
+                    settles.append(msg.ack)  # from here the database lease owns the task
+                    batch.append(claimed)
+            await self._settle_all(settles)
+            self.stats.claimed += len(batch)
+            finished = await self._run_batch(batch)
 
-    async def _next_message(self) -> tuple[Msg | None, int]:
+    async def _next_messages(self, most: int) -> tuple[list[Msg], int]:
         while True:
             try:
-                return await self.source.next()
+                return await self.source.next(most)
             except BrokerUnavailable as error:
                 log.warning("%s; retrying", error)
                 if await self._sleep(0.5):
-                    return None, 0
+                    return [], 0
 
-    def _finish_and_claim(self, previous: Finished | None, message: TaskMessage, seq: int | None, connection):
+    async def _decode(self, msgs: list[Msg]) -> list[tuple[Msg, TaskMessage, int | None]]:
+        taken = []
+        for msg in msgs:
+            try:
+                taken.append((msg, TaskMessage.decode(msg), stream_sequence(msg)))
+            except InvalidInput as error:
+                log.warning("%s: dropped", error)
+                await self._settle(msg.term)
+        return taken
+
+    def _finish_and_claim(
+        self, finished: list[Finished], messages: list[tuple[TaskMessage, int | None]], connection
+    ) -> tuple[list[bool], list[Claimed | None]]:
         now = utcnow()
-        recorded = (
-            record_outcome(connection, self.settings, self.registry, previous, self.id, now) if previous else None
-        )
-        return recorded, claim(connection, message, seq, self.id, self.lease, now)
+        recorded = [record_outcome(connection, self.settings, self.registry, f, self.id, now) for f in finished]
+        return recorded, [claim(connection, m, seq, self.id, self.lease, now) for m, seq in messages]
+
+    async def _run_batch(self, batch: list[Claimed]) -> list[Finished]:
+        """Run claimed tasks one after another. Claiming ahead is bounded in time: the tasks
+        still waiting when the batch has run HAND_BACK_SECONDS (a slow task among short ones,
+        or the worker stopping) are handed back to the queue unstarted, their attempt not
+        counted, so they can still be upgraded or cancelled and another slot can take them."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + HAND_BACK_SECONDS
+        finished: list[Finished] = []
+        for index, claimed in enumerate(batch):
+            waiting = batch[index + 1 :]
+            if index and (self._stop.is_set() or loop.time() > deadline):
+                await self._hand_back(batch[index:])
+                break
+            running = asyncio.ensure_future(self._execute(claimed))
+            if waiting and not (await asyncio.wait({running}, timeout=max(deadline - loop.time(), 0)))[0]:
+                await self._hand_back(waiting)
+                finished.append(await running)
+                break
+            finished.append(await running)
+        return finished
+
+    async def _hand_back(self, claims: list[Claimed]) -> None:
+        now = utcnow()
+        try:
+            messages = await self._writes.run(lambda connection: [hand_back(connection, c, now) for c in claims])
+        except Exception as error:  # the reaper takes them back when their leases run out
+            log.warning("%d claimed task(s) not handed back: %s", len(claims), error)
+            return
+        self.stats.claimed -= len(claims)
+        for message in filter(None, messages):
+            self._emit("handed_back", message.task_id)
+        await self._publish([m for m in messages if m is not None])
 
     async def _execute(self, claimed: Claimed) -> Finished:
+        metrics.QUEUE_WAIT.labels(claimed.bucket).observe(max((utcnow() - claimed.queued_at).total_seconds(), 0))
+        self._emit("started", claimed.id)
         ctx = TaskContext(
             task_id=claimed.id,
             generation=claimed.generation,
@@ -283,6 +334,10 @@ class Worker:
         self.source.observe_run(seconds)
         metrics.RUN_TIME.labels(claimed.bucket).observe(seconds)
         return Finished(claimed, ctx, outcome)
+
+    async def _record_all_alone(self, finished: list[Finished]) -> None:
+        for item in finished:
+            await self._record_alone(item)
 
     async def _record_alone(self, finished: Finished, *, fallback: bool = True) -> None:
         """Record an outcome with no claim to share the transaction; while the database is away,
@@ -344,6 +399,11 @@ class Worker:
                 category, _, bucket = subject_parts(message.subject)
                 metrics.DISPATCHED.labels(category, bucket).inc()
             await self._publish(finished.follow_up)
+
+    @classmethod
+    async def _settle_all(cls, hows: list[Callable], **options: Any) -> None:
+        for how in hows:
+            await cls._settle(how, **options)
 
     @staticmethod
     async def _settle(how: Callable, **options: Any) -> None:

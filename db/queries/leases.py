@@ -93,6 +93,22 @@ _FAILED = (
         **_RELEASED,
     )
 )
+# A task claimed ahead of its start that its slot could not start soon enough: queued again
+# as a new generation (so any copy of its old message is stale), as if never claimed.
+_HAND_BACK = (
+    update(_tasks)
+    .where(*_LEASED)
+    .values(
+        status=TaskStatus.QUEUED,
+        generation=_tasks.c.generation + 1,
+        attempts=_tasks.c.attempts - 1,
+        started_at=None,
+        worker_id=None,
+        publish_due_at=bindparam("b_due", type_=UTCDateTime()),
+        **_RELEASED,
+    )
+    .returning(_tasks.c.generation)
+)
 _INSERT_EFFECTS = insert(cast(Table, TaskEffect.__table__))
 _INSERT_ATTEMPT = insert(cast(Table, TaskAttempt.__table__))
 
@@ -139,6 +155,11 @@ def requeue(connection: Connection, task_id: str, token: str, now: datetime, err
 def fail(connection: Connection, task_id: str, token: str, now: datetime, error: str | None) -> bool:
     params = {"b_id": task_id, "b_token": token, "b_now": now, "b_error": error}
     return connection.execute(_FAILED, params).rowcount == 1
+
+
+def hand_back(connection: Connection, task_id: str, token: str, due: datetime) -> int | None:
+    """running -> queued for a task that never started; its new generation (None: lease lost)."""
+    return connection.execute(_HAND_BACK, {"b_id": task_id, "b_token": token, "b_due": due}).scalar()
 
 
 def add_effects(connection: Connection, rows: list[dict[str, Any]]) -> None:
