@@ -279,28 +279,50 @@ class Worker:
         recorded = [record_outcome(connection, self.settings, self.registry, f, self.id, now) for f in finished]
         return recorded, [claim(connection, m, seq, self.id, self.lease, now) for m, seq in messages]
 
-    async def _run_batch(self, batch: list[Claimed]) -> list[Finished]:
-        """Run claimed tasks one after another. Claiming ahead is bounded in time: the tasks
-        still waiting when the batch has run HAND_BACK_SECONDS (a slow task among short ones,
-        or the worker stopping) are handed back to the queue unstarted, their attempt not
-        counted, so they can still be upgraded or cancelled and another slot can take them."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + HAND_BACK_SECONDS
-        finished: list[Finished] = []
-        for index, claimed in enumerate(batch):
-            waiting = batch[index + 1 :]
-            if index and (self._stop.is_set() or loop.time() > deadline):
-                await self._hand_back(batch[index:])
-                break
-            running = asyncio.ensure_future(self._execute(claimed))
-            if waiting and not (await asyncio.wait({running}, timeout=max(deadline - loop.time(), 0)))[0]:
-                await self._hand_back(waiting)
-                finished.append(await running)
-                break
-            finished.append(await running)
+    async def _run_batch(self, claims: list[Claimed]) -> list[Finished]:
+        """Run claimed tasks one after another, on one task thread. Claiming ahead is bounded
+        in time: the tasks not started when the batch has run HAND_BACK_SECONDS (a slow task
+        among short ones, or the worker stopping) are handed back to the queue unstarted, their
+        attempt not counted, so they can still be upgraded or cancelled and another slot can
+        take them."""
+        batch = ClaimedBatch(claims, asyncio.get_running_loop().time() + HAND_BACK_SECONDS, self._stop)
+        heartbeat = asyncio.create_task(self._heartbeat(batch))
+        try:
+            running = asyncio.ensure_future(self._in_thread(self._task_pool, self._run_claimed, batch))
+            if len(claims) > 1 and not (await asyncio.wait({running}, timeout=HAND_BACK_SECONDS))[0]:
+                await self._hand_back(batch.close())
+            finished = await running
+        finally:
+            heartbeat.cancel()
+        await self._hand_back(batch.close())
+        return finished
+
+    def _run_claimed(self, batch: "ClaimedBatch") -> list[Finished]:
+        """On a task thread: the batch's tasks, until it is done or closed."""
+        finished = []
+        while (claimed := batch.take()) is not None:
+            metrics.QUEUE_WAIT.labels(claimed.bucket).observe(max((utcnow() - claimed.queued_at).total_seconds(), 0))
+            self._emit("started", claimed.id)
+            ctx = TaskContext(
+                task_id=claimed.id,
+                generation=claimed.generation,
+                attempt=claimed.attempts,
+                priority=claimed.priority,
+                correlation_id=claimed.correlation_id,
+                worker_id=self.id,
+            )
+            started = time.monotonic()
+            with logs.bound(task_id=claimed.id):
+                outcome = run_task(self.registry, claimed, ctx)
+            seconds = time.monotonic() - started
+            self.source.observe_run(seconds)
+            metrics.RUN_TIME.labels(claimed.bucket).observe(seconds)
+            finished.append(Finished(claimed, ctx, outcome))
         return finished
 
     async def _hand_back(self, claims: list[Claimed]) -> None:
+        if not claims:
+            return
         now = utcnow()
         try:
             messages = await self._writes.run(lambda connection: [hand_back(connection, c, now) for c in claims])
@@ -311,29 +333,6 @@ class Worker:
         for message in filter(None, messages):
             self._emit("handed_back", message.task_id)
         await self._publish([m for m in messages if m is not None])
-
-    async def _execute(self, claimed: Claimed) -> Finished:
-        metrics.QUEUE_WAIT.labels(claimed.bucket).observe(max((utcnow() - claimed.queued_at).total_seconds(), 0))
-        self._emit("started", claimed.id)
-        ctx = TaskContext(
-            task_id=claimed.id,
-            generation=claimed.generation,
-            attempt=claimed.attempts,
-            priority=claimed.priority,
-            correlation_id=claimed.correlation_id,
-            worker_id=self.id,
-        )
-        heartbeat = asyncio.create_task(self._heartbeat(claimed))
-        started = time.monotonic()
-        try:
-            with logs.bound(task_id=claimed.id):
-                outcome = await self._in_thread(self._task_pool, run_task, self.registry, claimed, ctx)
-        finally:
-            heartbeat.cancel()
-        seconds = time.monotonic() - started
-        self.source.observe_run(seconds)
-        metrics.RUN_TIME.labels(claimed.bucket).observe(seconds)
-        return Finished(claimed, ctx, outcome)
 
     async def _record_all_alone(self, finished: list[Finished]) -> None:
         for item in finished:
@@ -414,17 +413,19 @@ class Worker:
         except Exception as error:
             log.info("message not settled (%s): %s", how.__name__, error)
 
-    async def _heartbeat(self, claimed: Claimed) -> None:
+    async def _heartbeat(self, batch: "ClaimedBatch") -> None:
+        """Extend the lease of the batch's running task every third of a lease."""
         interval = self.settings.lease_seconds / 3
-        work = partial(self._extend, claimed)
         while True:
             await asyncio.sleep(interval)
+            claimed = batch.running
+            if claimed is None:
+                continue
             try:
-                if not await self._writes.run(work):
+                if not await self._writes.run(partial(self._extend, claimed)):
                     log.info(
                         "task %s: lease no longer held (finished or reaped)", claimed.id, extra={"task_id": claimed.id}
                     )
-                    return
             except DatabaseUnavailable as error:
                 log.warning("task %s: lease not extended: %s", claimed.id, error, extra={"task_id": claimed.id})
             except Exception:
@@ -547,6 +548,36 @@ class Worker:
     def _emit(self, event: str, task_id: str) -> None:
         if self._on_event is not None:
             self._on_event(event, task_id)
+
+
+class ClaimedBatch:
+    """Tasks a slot claimed together, taken one by one by the task thread that runs them. The
+    thread takes no more once the deadline (event-loop time) has passed or the worker stops;
+    close() ends the batch from the loop and returns the tasks that were not taken. The deadline
+    is in time.monotonic() seconds, which is also the event loop's clock."""
+
+    def __init__(self, claims: list[Claimed], deadline: float, stop: asyncio.Event):
+        self._claims = claims
+        self._next = 0
+        self._deadline = deadline
+        self._stop = stop
+        self._lock = threading.Lock()
+        self.running: Claimed | None = None
+
+    def take(self) -> Claimed | None:
+        with self._lock:
+            late = self._next > 0 and (time.monotonic() > self._deadline or self._stop.is_set())
+            if late or self._next >= len(self._claims):
+                self.running = None
+                return None
+            self.running = self._claims[self._next]
+            self._next += 1
+            return self.running
+
+    def close(self) -> list[Claimed]:
+        with self._lock:
+            rest, self._next = self._claims[self._next :], len(self._claims)
+            return rest
 
 
 class WorkerThread:
