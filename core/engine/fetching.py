@@ -14,6 +14,8 @@ Two things keep that cheap:
   message that waited HOLD_SECONDS (its slot got a long task) is handed back to the stream
   (nak) for another worker. It is not claimed yet, so holding it changes nothing in the
   database; if it was upgraded or cancelled meanwhile, its claim fails and it is dropped.
+  A slot takes the held messages of one bucket together, as many as will start within
+  CLAIM_AHEAD_SECONDS, and claims them in one transaction (core.engine.worker).
 """
 
 from __future__ import annotations

@@ -1,15 +1,17 @@
 """The priority-aware worker (docs/architecture.md, "How a task moves").
 
-A worker runs `concurrency` slots. Each slot loops: take the next message (core.engine.fetching:
-highest bucket first, fair inside a bucket), claim it with a compare-and-set (queued ->
-running, new lease token) in the same transaction that records the slot's previous outcome,
-ack it, run the function in a thread while a heartbeat extends the lease, and keep the outcome
-for the next transaction. Outcomes are fenced on the lease token, so a worker whose lease was
-reaped meanwhile cannot overwrite anything. A message whose generation is not the row's
-current one fails its claim and is dropped with term(), unrun.
+A worker runs `concurrency` slots. Each slot loops: take the next messages (core.engine.fetching:
+highest bucket first, fair inside a bucket; for short tasks, the held messages of that bucket
+that will start within a few ms), claim them with a compare-and-set each (queued -> running,
+a new lease token per row) in the same transaction that records the slot's previous outcomes,
+ack them, and run them one after another on a task thread while a heartbeat extends the running
+task's lease. Outcomes are fenced on the lease token, so a worker whose lease was reaped
+meanwhile cannot overwrite anything. A message whose generation is not the row's current one
+fails its claim and is dropped with term(), unrun. Claimed tasks that have not started
+HAND_BACK_SECONDS after their batch began are handed back to the queue, unstarted.
 
 Transactions from all slots go through one GroupCommit: a busy worker commits once for
-several tasks, an idle one at once.
+several batches, an idle one at once.
 """
 
 from __future__ import annotations
