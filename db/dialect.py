@@ -100,6 +100,12 @@ def unlock_named(connection: Connection, key: str) -> None:
     connection.execute(select(func.pg_advisory_unlock(func.hashtext(key))))
 
 
+def updates_from_values(connection: Connection) -> bool:
+    """Whether `UPDATE ... FROM (VALUES ...) AS v (columns)` works: PostgreSQL's syntax, which
+    SQLite does not parse (and in-process SQLite gains little from one statement for many)."""
+    return not is_sqlite(connection)
+
+
 def relax_durability(connection: Connection) -> None:
     """Commit this transaction without waiting for the disk (PostgreSQL; SQLite's WAL with
     synchronous=NORMAL already does). For bookkeeping the engine can recover after a crash."""

@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from core.auth.audit import DENIED
+from core.broker.messages import TaskMessage
+from core.engine.leases import Finished, Outcome, claim_all, record_outcomes
+from core.engine.maintenance import reap_expired_leases
 from core.errors import Conflict, InvalidInput, NotAllowed, NotAnUpgrade, NotFound, WrongState
 from core.observe.stats import broker_depths, database_stats
 from core.priority import Bucket
+from core.tasks.registry import TaskContext
 from core.tasks.rows import DispatchRequest
-from db.models import AuditLog, PriorityHistory, Task, TaskEffect
+from db.models import AuditLog, PriorityHistory, Task, TaskEffect, utcnow
 from tests.support.constants import ROLE_USERS
 from tests.support.harness import Recorder, upgrade_all_at_once, wait_until
 
@@ -384,3 +389,69 @@ def test_eng015_tasks_claimed_ahead_of_a_slow_one_are_handed_back_unstarted(runt
     for task in batch:
         if task != doomed:
             assert (task_row(runtime, task)["status"], task_row(runtime, task)["attempts"]) == ("succeeded", 1)
+
+
+def test_eng016_a_batch_of_claims_and_outcomes_keeps_each_rows_own_compare_and_set(runtime):
+    """The statements a slot uses for many rows at once (one UPDATE ... FROM VALUES on
+    PostgreSQL, one per row on SQLite) keep every row's own compare-and-set and fence: a stale
+    generation or a repeated message claims nothing, a lost lease records nothing, and against a
+    concurrent upgrade or cancel exactly one side wins."""
+    service, db = runtime.service, runtime.db
+    a, b, c = service.dispatch_tasks([DispatchRequest("demo.echo", {"n": n}, priority=2) for n in range(3)])
+    lease = timedelta(seconds=30)
+    message = {task: TaskMessage(task, 1, "tasks.webapp.default.low") for task in (a, b, c)}
+    stale_c = TaskMessage(c, 2, "tasks.webapp.default.low")
+    with db.connect(write=True) as connection:
+        batch = [(message[a], 7), (message[a], 7), (message[b], 8), (stale_c, 9)]
+        claimed = claim_all(connection, batch, "w1", lease, utcnow())
+    assert [item is not None for item in claimed] == [True, False, True, False]
+    first, second = claimed[0], claimed[2]
+    assert first and second and first.lease_token != second.lease_token
+    assert (task_row(runtime, a)["status"], task_row(runtime, a)["attempts"], task_row(runtime, c)["status"]) == (
+        "running",
+        1,
+        "queued",
+    )
+    with db.connect(write=True) as connection:  # b's lease is lost: the reaper took it back meanwhile
+        connection.execute(update(Task).where(Task.id == b).values(lease_expires_at=utcnow() - lease))
+    assert reap_expired_leases(db) == (1, 0)
+    ok = Outcome(True, {"ok": 1})
+    finished = [Finished(item, TaskContext(item.id, 1, 1, 2, None, "w1"), ok) for item in (first, second)]
+    with db.connect(write=True) as connection:
+        recorded = record_outcomes(connection, runtime.settings, runtime.registry, finished, "w1", utcnow())
+    assert recorded == [True, False]
+    assert (task_row(runtime, a)["status"], task_row(runtime, a)["result"]) == ("succeeded", {"ok": 1})
+    assert (task_row(runtime, b)["status"], task_row(runtime, b)["generation"]) == ("queued", 2)
+
+    rounds = 60
+    contested = service.dispatch_tasks([DispatchRequest("demo.echo", {"n": n}, priority=2) for n in range(rounds)])
+    fillers = service.dispatch_tasks([DispatchRequest("demo.echo", {"n": n}, priority=2) for n in range(rounds)])
+    for round_, (task, filler) in enumerate(zip(contested, fillers)):
+        barrier = threading.Barrier(2)
+        won: dict[str, bool] = {}
+
+        def batch_claim() -> None:
+            barrier.wait()
+            with db.connect(write=True) as connection:
+                batch = [(TaskMessage(task, 1, "x"), None), (TaskMessage(filler, 1, "x"), None)]
+                won["claim"] = claim_all(connection, batch, "racer", lease, utcnow())[0] is not None
+
+        def change() -> None:
+            barrier.wait()
+            try:
+                if round_ % 2:
+                    service.cancel_task(task, ROLE_USERS["admin"])
+                else:
+                    service.upgrade_task(task, "critical", "race", ROLE_USERS["admin"])
+                won["other"] = True
+            except (Conflict, WrongState):
+                won["other"] = False
+
+        threads = [threading.Thread(target=batch_claim), threading.Thread(target=change)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(won.values()) == [False, True], (round_, won)
+        row = task_row(runtime, task)
+        assert row["status"] == ("running" if won["claim"] else "cancelled" if round_ % 2 else "queued")

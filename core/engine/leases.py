@@ -91,6 +91,33 @@ def claim(
     return None if row is None else Claimed(**row._mapping, lease_token=token, started_at=now)
 
 
+def claim_all(
+    connection: Connection,
+    messages: list[tuple[TaskMessage, int | None]],
+    worker_id: str,
+    lease: timedelta,
+    now: datetime,
+) -> list[Claimed | None]:
+    """claim() for each (message, stream_seq), in as few statements as the database allows; a
+    message whose task is already in the list gets None (the same task never runs twice)."""
+    tokens: dict[str, str] = {}
+    claims = []
+    for message, seq in messages:
+        if message.task_id not in tokens:
+            tokens[message.task_id] = token = os.urandom(16).hex()
+            claims.append((message.task_id, message.generation, seq, token))
+    rows = leases.claim_many(connection, claims, now + lease, now, worker_id)
+    claimed: list[Claimed | None] = []
+    for message, _ in messages:
+        row = rows.pop(message.task_id, None)
+        if row is None or row.generation != message.generation:
+            claimed.append(None)
+            continue
+        values = {key: value for key, value in row._mapping.items() if key != "lease_token"}
+        claimed.append(Claimed(**values, lease_token=tokens[message.task_id], started_at=now))
+    return claimed
+
+
 def hand_back(connection: Connection, claimed: Claimed, now: datetime) -> TaskMessage | None:
     """Give back a task claimed ahead that did not start: queued again, its attempt not counted.
     The message to publish for it (the relay publishes it after PUBLISH_GRACE otherwise), or
@@ -108,6 +135,39 @@ def extend_lease(connection: Connection, claimed: Claimed, lease: timedelta, now
 def retry_backoff(settings: Settings, attempt: int) -> timedelta:
     seconds = settings.retry_backoff_seconds * (2 ** max(attempt - 1, 0))
     return timedelta(seconds=min(seconds, settings.retry_backoff_max_seconds))
+
+
+def record_outcomes(
+    connection: Connection,
+    settings: Settings,
+    registry: TaskRegistry,
+    items: list[Finished],
+    worker_id: str,
+    now: datetime,
+) -> list[bool]:
+    """record_outcome() for each; the plain successes (no effects, no next phase) in as few
+    statements as the database allows, each still fenced on its own lease token."""
+    plain = {
+        index: item
+        for index, item in enumerate(items)
+        if item.outcome.ok and not item.ctx.effects and not _next_task(registry, item.claimed.name)
+    }
+    recorded_ids = leases.succeed_many(
+        connection, [(i.claimed.id, i.claimed.lease_token, i.outcome.result) for i in plain.values()], now
+    )
+    return [
+        item.claimed.id in recorded_ids
+        if index in plain
+        else record_outcome(connection, settings, registry, item, worker_id, now)
+        for index, item in enumerate(items)
+    ]
+
+
+def _next_task(registry: TaskRegistry, name: str) -> str | None:
+    try:
+        return registry.get(name).next_task
+    except InvalidInput:
+        return None
 
 
 def record_outcome(

@@ -35,11 +35,12 @@ from core.engine.group_commit import GroupCommit
 from core.engine.leases import (
     Claimed,
     Finished,
-    claim,
+    claim_all,
     describe_failure,
     extend_lease,
     hand_back,
     record_outcome,
+    record_outcomes,
     run_task,
 )
 from core.engine.maintenance import reap_expired_leases, reconcile
@@ -278,8 +279,8 @@ class Worker:
         self, finished: list[Finished], messages: list[tuple[TaskMessage, int | None]], connection
     ) -> tuple[list[bool], list[Claimed | None]]:
         now = utcnow()
-        recorded = [record_outcome(connection, self.settings, self.registry, f, self.id, now) for f in finished]
-        return recorded, [claim(connection, m, seq, self.id, self.lease, now) for m, seq in messages]
+        recorded = record_outcomes(connection, self.settings, self.registry, finished, self.id, now)
+        return recorded, claim_all(connection, messages, self.id, self.lease, now)
 
     async def _run_batch(self, claims: list[Claimed]) -> list[Finished]:
         """Run claimed tasks one after another, on one task thread. Claiming ahead is bounded

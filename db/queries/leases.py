@@ -10,13 +10,37 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, update
+from sqlalchemy import BigInteger, Integer, String, Table, bindparam, column, insert, update, values
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.engine import Connection, Row
 
+from db import dialect
 from db.models import Task, TaskAttempt, TaskEffect, TaskStatus, UTCDateTime
 
 _tasks = cast(Table, Task.__table__)
 
+_CLAIMED_COLUMNS = (
+    _tasks.c.id,
+    _tasks.c.name,
+    _tasks.c.args,
+    _tasks.c.priority,
+    _tasks.c.category,
+    _tasks.c.phase,
+    _tasks.c.correlation_id,
+    _tasks.c.generation,
+    _tasks.c.attempts,
+    _tasks.c.max_attempts,
+    _tasks.c.bucket,
+    _tasks.c.queued_at,
+)
+_CLAIM_VALUES = dict(
+    status=TaskStatus.RUNNING,
+    lease_expires_at=bindparam("b_expires", type_=UTCDateTime()),
+    attempts=_tasks.c.attempts + 1,
+    started_at=bindparam("b_now", type_=UTCDateTime()),
+    worker_id=bindparam("b_worker"),
+    publish_due_at=None,
+)
 _CLAIM = (
     update(_tasks)
     .where(
@@ -25,31 +49,41 @@ _CLAIM = (
         _tasks.c.status == TaskStatus.QUEUED,
     )
     .values(
-        status=TaskStatus.RUNNING,
         lease_token=bindparam("b_token"),
-        lease_expires_at=bindparam("b_expires", type_=UTCDateTime()),
-        attempts=_tasks.c.attempts + 1,
-        started_at=bindparam("b_now", type_=UTCDateTime()),
-        worker_id=bindparam("b_worker"),
-        publish_due_at=None,
         published_generation=bindparam("b_generation"),
         stream_seq=bindparam("b_seq"),
+        **_CLAIM_VALUES,
     )
-    .returning(
-        _tasks.c.id,
-        _tasks.c.name,
-        _tasks.c.args,
-        _tasks.c.priority,
-        _tasks.c.category,
-        _tasks.c.phase,
-        _tasks.c.correlation_id,
-        _tasks.c.generation,
-        _tasks.c.attempts,
-        _tasks.c.max_attempts,
-        _tasks.c.bucket,
-        _tasks.c.queued_at,
-    )
+    .returning(*_CLAIMED_COLUMNS)
 )
+
+
+def _claim_many(claims: list[tuple[str, int, int | None, str]]) -> Any:
+    """One UPDATE ... FROM (VALUES ...) for (id, generation, stream_seq, token) rows: the same
+    compare-and-set as _CLAIM for each row, in one round trip."""
+    rows = values(
+        column("v_id", String),
+        column("v_generation", Integer),
+        column("v_seq", BigInteger),
+        column("v_token", String),
+        name="claims",
+    ).data(claims)
+    return (
+        update(_tasks)
+        .where(
+            _tasks.c.id == rows.c.v_id,
+            _tasks.c.generation == rows.c.v_generation,
+            _tasks.c.status == TaskStatus.QUEUED,
+        )
+        .values(
+            lease_token=rows.c.v_token,
+            published_generation=rows.c.v_generation,
+            stream_seq=sql_cast(rows.c.v_seq, BigInteger),
+            **_CLAIM_VALUES,
+        )
+        .returning(*_CLAIMED_COLUMNS, _tasks.c.lease_token)
+    )
+
 
 _LEASED = (
     _tasks.c.id == bindparam("b_id"),
@@ -60,6 +94,29 @@ _LEASED = (
 _EXTEND = update(_tasks).where(*_LEASED).values(lease_expires_at=bindparam("b_expires", type_=UTCDateTime()))
 
 _RELEASED = dict(lease_token=None, lease_expires_at=None)
+
+
+def _succeed_many(outcomes: list[tuple[str, str, Any]]) -> Any:
+    """_SUCCEEDED for many (id, token, result) rows in one statement; RETURNING the ids."""
+    rows = values(
+        column("v_id", String), column("v_token", String), column("v_result", _tasks.c.result.type), name="outcomes"
+    ).data(outcomes)
+    return (
+        update(_tasks)
+        .where(
+            _tasks.c.id == rows.c.v_id, _tasks.c.lease_token == rows.c.v_token, _tasks.c.status == TaskStatus.RUNNING
+        )
+        .values(
+            status=TaskStatus.SUCCEEDED,
+            result=rows.c.v_result,
+            error=None,
+            finished_at=bindparam("b_now", type_=UTCDateTime()),
+            **_RELEASED,
+        )
+        .returning(_tasks.c.id)
+    )
+
+
 _SUCCEEDED = (
     update(_tasks)
     .where(*_LEASED)
@@ -138,6 +195,28 @@ def claim(
     return connection.execute(_CLAIM, params).first()
 
 
+def claim_many(
+    connection: Connection,
+    claims: list[tuple[str, int, int | None, str]],
+    expires: datetime,
+    now: datetime,
+    worker_id: str,
+) -> dict[str, Row[Any]]:
+    """claim() for each (task_id, generation, stream_seq, token), ids distinct: the claimed
+    rows by id, each with the columns claim() returns. One statement where the database can
+    update from a VALUES list; one per row where it cannot."""
+    if len(claims) > 1 and dialect.updates_from_values(connection):
+        params = {"b_expires": expires, "b_now": now, "b_worker": worker_id}
+        claimed = {row.id: row for row in connection.execute(_claim_many(claims), params)}
+        return {i: row for i, _, _, token in claims if (row := claimed.get(i)) is not None and row.lease_token == token}
+    found = {}
+    for task_id, generation, seq, token in claims:
+        row = claim(connection, task_id, generation, seq, token, expires, now, worker_id)
+        if row is not None:
+            found[task_id] = row
+    return found
+
+
 def extend_lease(connection: Connection, task_id: str, token: str, expires: datetime) -> bool:
     return connection.execute(_EXTEND, {"b_id": task_id, "b_token": token, "b_expires": expires}).rowcount == 1
 
@@ -145,6 +224,13 @@ def extend_lease(connection: Connection, task_id: str, token: str, expires: date
 def succeed(connection: Connection, task_id: str, token: str, now: datetime, result: Any) -> bool:
     params = {"b_id": task_id, "b_token": token, "b_now": now, "b_result": result}
     return connection.execute(_SUCCEEDED, params).rowcount == 1
+
+
+def succeed_many(connection: Connection, outcomes: list[tuple[str, str, Any]], now: datetime) -> set[str]:
+    """succeed() for each (task_id, token, result), ids distinct: the ids whose lease still held."""
+    if len(outcomes) > 1 and dialect.updates_from_values(connection):
+        return set(connection.execute(_succeed_many(outcomes), {"b_now": now}).scalars())
+    return {task_id for task_id, token, result in outcomes if succeed(connection, task_id, token, now, result)}
 
 
 def requeue(connection: Connection, task_id: str, token: str, now: datetime, error: str | None, due: datetime) -> bool:
