@@ -326,20 +326,54 @@ class Worker:
     async def _hand_back(self, claims: list[Claimed]) -> None:
         if not claims:
             return
-        now = utcnow()
-        try:
-            messages = await self._writes.run(lambda connection: [hand_back(connection, c, now) for c in claims])
-        except Exception as error:  # the reaper takes them back when their leases run out
-            log.warning("%d claimed task(s) not handed back: %s", len(claims), error)
-            return
+        deadline = asyncio.get_running_loop().time() + self.settings.lease_seconds
+        delay = 0.2
+        while True:
+            now = utcnow()
+            try:
+                messages = await self._writes.run(lambda connection: [hand_back(connection, c, now) for c in claims])
+                break
+            except DatabaseUnavailable as error:  # keep trying while the leases hold
+                if asyncio.get_running_loop().time() + delay > deadline:
+                    log.error("%d claimed task(s) not handed back: %s; the reaper takes them", len(claims), error)
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except Exception:
+                log.exception("%d claimed task(s) not handed back; the reaper takes them", len(claims))
+                return
         self.stats.claimed -= len(claims)
         for message in filter(None, messages):
             self._emit("handed_back", message.task_id)
         await self._publish([m for m in messages if m is not None])
 
     async def _record_all_alone(self, finished: list[Finished]) -> None:
-        for item in finished:
-            await self._record_alone(item)
+        """Record outcomes with no claim to share the transaction, all in one, retried while the
+        database is away (as _record_alone). If one of them cannot be written for a reason of
+        its own, each is tried alone."""
+        if not finished:
+            return
+        deadline = asyncio.get_running_loop().time() + self.settings.lease_seconds
+        delay = 0.2
+        while True:
+            try:
+                recorded = await self._writes.run(partial(self._record_outcomes, finished))
+                break
+            except DatabaseUnavailable as error:
+                if asyncio.get_running_loop().time() + delay > deadline:
+                    log.error("%d outcome(s) not recorded: %s; the reaper takes the tasks", len(finished), error)
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except Exception:
+                for item in finished:
+                    await self._record_alone(item)
+                return
+        for item, was_recorded in zip(finished, recorded):
+            await self._recorded(item, was_recorded)
+
+    def _record_outcomes(self, finished: list[Finished], connection) -> list[bool]:
+        return record_outcomes(connection, self.settings, self.registry, finished, self.id, utcnow())
 
     async def _record_alone(self, finished: Finished, *, fallback: bool = True) -> None:
         """Record an outcome with no claim to share the transaction; while the database is away,
