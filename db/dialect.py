@@ -100,9 +100,9 @@ def unlock_named(connection: Connection, key: str) -> None:
     connection.execute(select(func.pg_advisory_unlock(func.hashtext(key))))
 
 
-def updates_from_values(connection: Connection) -> bool:
-    """Whether `UPDATE ... FROM (VALUES ...) AS v (columns)` works: PostgreSQL's syntax, which
-    SQLite does not parse (and in-process SQLite gains little from one statement for many)."""
+def updates_from_arrays(connection: Connection) -> bool:
+    """Whether `UPDATE ... FROM unnest(array, ...)` works, for one statement over many rows:
+    PostgreSQL only (in-process SQLite gains little from one statement for many)."""
     return not is_sqlite(connection)
 
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import BigInteger, Integer, String, Table, bindparam, column, insert, update, values
-from sqlalchemy import cast as sql_cast
+from sqlalchemy import ARRAY, BigInteger, Integer, String, Table, bindparam, func, insert, update
 from sqlalchemy.engine import Connection, Row
 
 from db import dialect
@@ -58,32 +57,33 @@ _CLAIM = (
 )
 
 
-def _claim_many(claims: list[tuple[str, int, int | None, str]]) -> Any:
-    """One UPDATE ... FROM (VALUES ...) for (id, generation, stream_seq, token) rows: the same
-    compare-and-set as _CLAIM for each row, in one round trip."""
-    rows = values(
-        column("v_id", String),
-        column("v_generation", Integer),
-        column("v_seq", BigInteger),
-        column("v_token", String),
-        name="claims",
-    ).data(claims)
-    return (
-        update(_tasks)
-        .where(
-            _tasks.c.id == rows.c.v_id,
-            _tasks.c.generation == rows.c.v_generation,
-            _tasks.c.status == TaskStatus.QUEUED,
-        )
-        .values(
-            lease_token=rows.c.v_token,
-            published_generation=rows.c.v_generation,
-            stream_seq=sql_cast(rows.c.v_seq, BigInteger),
-            **_CLAIM_VALUES,
-        )
-        .returning(*_CLAIMED_COLUMNS, _tasks.c.lease_token)
+# For many rows at once (PostgreSQL): the same compare-and-set as _CLAIM for each row of
+# unnest(ids, generations, stream_seqs, tokens), one statement with four array parameters.
+_CLAIM_ROWS = (
+    func.unnest(
+        bindparam("c_ids", type_=ARRAY(String)),
+        bindparam("c_generations", type_=ARRAY(Integer)),
+        bindparam("c_seqs", type_=ARRAY(BigInteger)),
+        bindparam("c_tokens", type_=ARRAY(String)),
     )
-
+    .table_valued("v_id", "v_generation", "v_seq", "v_token")
+    .render_derived(name="claims")
+)
+_CLAIM_MANY = (
+    update(_tasks)
+    .where(
+        _tasks.c.id == _CLAIM_ROWS.c.v_id,
+        _tasks.c.generation == _CLAIM_ROWS.c.v_generation,
+        _tasks.c.status == TaskStatus.QUEUED,
+    )
+    .values(
+        lease_token=_CLAIM_ROWS.c.v_token,
+        published_generation=_CLAIM_ROWS.c.v_generation,
+        stream_seq=_CLAIM_ROWS.c.v_seq,
+        **_CLAIM_VALUES,
+    )
+    .returning(*_CLAIMED_COLUMNS, _tasks.c.lease_token)
+)
 
 _LEASED = (
     _tasks.c.id == bindparam("b_id"),
@@ -96,27 +96,31 @@ _EXTEND = update(_tasks).where(*_LEASED).values(lease_expires_at=bindparam("b_ex
 _RELEASED = dict(lease_token=None, lease_expires_at=None)
 
 
-def _succeed_many(outcomes: list[tuple[str, str, Any]]) -> Any:
-    """_SUCCEEDED for many (id, token, result) rows in one statement; RETURNING the ids."""
-    rows = values(
-        column("v_id", String), column("v_token", String), column("v_result", _tasks.c.result.type), name="outcomes"
-    ).data(outcomes)
-    return (
-        update(_tasks)
-        .where(
-            _tasks.c.id == rows.c.v_id, _tasks.c.lease_token == rows.c.v_token, _tasks.c.status == TaskStatus.RUNNING
-        )
-        .values(
-            status=TaskStatus.SUCCEEDED,
-            result=rows.c.v_result,
-            error=None,
-            finished_at=bindparam("b_now", type_=UTCDateTime()),
-            **_RELEASED,
-        )
-        .returning(_tasks.c.id)
+_SUCCEED_ROWS = (
+    func.unnest(
+        bindparam("s_ids", type_=ARRAY(String)),
+        bindparam("s_tokens", type_=ARRAY(String)),
+        bindparam("s_results", type_=ARRAY(_tasks.c.result.type)),
     )
-
-
+    .table_valued("v_id", "v_token", "v_result")
+    .render_derived(name="outcomes")
+)
+_SUCCEED_MANY = (
+    update(_tasks)
+    .where(
+        _tasks.c.id == _SUCCEED_ROWS.c.v_id,
+        _tasks.c.lease_token == _SUCCEED_ROWS.c.v_token,
+        _tasks.c.status == TaskStatus.RUNNING,
+    )
+    .values(
+        status=TaskStatus.SUCCEEDED,
+        result=_SUCCEED_ROWS.c.v_result,
+        error=None,
+        finished_at=bindparam("b_now", type_=UTCDateTime()),
+        **_RELEASED,
+    )
+    .returning(_tasks.c.id)
+)
 _SUCCEEDED = (
     update(_tasks)
     .where(*_LEASED)
@@ -204,10 +208,19 @@ def claim_many(
 ) -> dict[str, Row[Any]]:
     """claim() for each (task_id, generation, stream_seq, token), ids distinct: the claimed
     rows by id, each with the columns claim() returns. One statement where the database can
-    update from a VALUES list; one per row where it cannot."""
-    if len(claims) > 1 and dialect.updates_from_values(connection):
-        params = {"b_expires": expires, "b_now": now, "b_worker": worker_id}
-        claimed = {row.id: row for row in connection.execute(_claim_many(claims), params)}
+    update from arrays; one per row where it cannot."""
+    if len(claims) > 1 and dialect.updates_from_arrays(connection):
+        ids, generations, seqs, tokens = (list(column) for column in zip(*claims))
+        params = {
+            "c_ids": ids,
+            "c_generations": generations,
+            "c_seqs": seqs,
+            "c_tokens": tokens,
+            "b_expires": expires,
+            "b_now": now,
+            "b_worker": worker_id,
+        }
+        claimed = {row.id: row for row in connection.execute(_CLAIM_MANY, params)}
         return {i: row for i, _, _, token in claims if (row := claimed.get(i)) is not None and row.lease_token == token}
     found = {}
     for task_id, generation, seq, token in claims:
@@ -228,8 +241,10 @@ def succeed(connection: Connection, task_id: str, token: str, now: datetime, res
 
 def succeed_many(connection: Connection, outcomes: list[tuple[str, str, Any]], now: datetime) -> set[str]:
     """succeed() for each (task_id, token, result), ids distinct: the ids whose lease still held."""
-    if len(outcomes) > 1 and dialect.updates_from_values(connection):
-        return set(connection.execute(_succeed_many(outcomes), {"b_now": now}).scalars())
+    if len(outcomes) > 1 and dialect.updates_from_arrays(connection):
+        ids, tokens, results = (list(column) for column in zip(*outcomes))
+        params = {"s_ids": ids, "s_tokens": tokens, "s_results": results, "b_now": now}
+        return set(connection.execute(_SUCCEED_MANY, params).scalars())
     return {task_id for task_id, token, result in outcomes if succeed(connection, task_id, token, now, result)}
 
 
