@@ -233,6 +233,34 @@ def backend_label(env: BenchEnv) -> str:
     return env.backend
 
 
+_FLOOR_COLUMNS = (
+    "id, name, category, phase, priority, bucket, status, args, correlation_id, created_by, generation, "
+    "publish_due_at, attempts, max_attempts, created_at, queued_at"
+)
+
+
+def raw_insert_commit_rate(runtime: Runtime, n: int) -> float:
+    """The database's floor for one call per task: a hand-written INSERT into `tasks` and a
+    COMMIT, n times, straight through the DB-API driver (no SQLAlchemy, no validation)."""
+    engine = runtime.db.engine
+    mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+    sql = f"INSERT INTO tasks ({_FLOOR_COLUMNS}) VALUES ({', '.join([mark] * 16)})"
+    connection = engine.raw_connection()
+    try:
+        cursor = connection.cursor()
+        start = time.perf_counter()
+        for i in range(n):
+            task_id = f"floor{os.getpid()}-{i:010d}"
+            now = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+            args = json.dumps({"i": i})
+            values = (NAME, "webapp", "default", 5, "normal", "queued", args, task_id, "bench", 1, now, 0, 3, now, now)
+            cursor.execute(sql, (task_id, *values))
+            connection.commit()  # SQLite's connection is in autocommit mode: the INSERT committed
+        return n / (time.perf_counter() - start)
+    finally:
+        connection.close()
+
+
 def diagnose(runtime: Runtime, raw: LoopThread, js, n: int, batch: int, reset) -> dict[str, str]:
     """Split one dispatch run into: building rows, the calls (INSERT + commit), the publisher's
     tail after the last call; then TaskBroker.publish alone against raw publish_async."""
@@ -270,6 +298,8 @@ def diagnose(runtime: Runtime, raw: LoopThread, js, n: int, batch: int, reset) -
     reset()
     raw_seconds = raw.run(raw_publish(js, n, f"diagraw{os.getpid()}-"))
     reset()
+    floor = raw_insert_commit_rate(runtime, min(n, 5000))
+    reset()
     return {
         "dispatch_tasks until published and recorded": f"{total:.3f} s ({n / total:,.0f} tasks/s)",
         "  the calls (accepted: rows committed)": f"{calls:.3f} s ({n / calls:,.0f} tasks/s)",
@@ -277,6 +307,7 @@ def diagnose(runtime: Runtime, raw: LoopThread, js, n: int, batch: int, reset) -
         "  the publisher's tail after the last call": f"{total - calls:.3f} s",
         "TaskBroker.publish alone, same batches": f"{core_publish:.3f} s ({n / core_publish:,.0f} msgs/s)",
         "raw publish_async alone, one pipeline": f"{raw_seconds:.3f} s ({n / raw_seconds:,.0f} msgs/s)",
+        "hand-written INSERT + COMMIT per task via the driver": f"{floor:,.0f} tasks/s (one call per task's floor)",
     }
 
 
