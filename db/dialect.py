@@ -10,12 +10,13 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
-from sqlalchemy import func, literal_column, select
+from sqlalchemy import ARRAY, bindparam, func, literal_column, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import TableValuedAlias
 
 # SQLite keeps UTC times as 'YYYY-MM-DD HH:MM:SS.ffffff' text: a minute, an hour or a day is
 # the first 16, 13 or 10 characters of it.
@@ -104,6 +105,19 @@ def updates_from_arrays(connection: Connection) -> bool:
     """Whether `UPDATE ... FROM unnest(array, ...)` works, for one statement over many rows:
     PostgreSQL only (in-process SQLite gains little from one statement for many)."""
     return not is_sqlite(connection)
+
+
+def array_rows(name: str, **columns: Any) -> TableValuedAlias:
+    """A FROM clause of rows zipped from one array parameter per column, `unnest(...) AS
+    name(columns)`, for a statement used where updates_from_arrays(); the parameter of column
+    c is named `{name}_{c}`, and array_params() fills them."""
+    arrays = (bindparam(f"{name}_{column}", type_=ARRAY(type_)) for column, type_ in columns.items())
+    return func.unnest(*arrays).table_valued(*columns).render_derived(name=name)
+
+
+def array_params(rows: TableValuedAlias, values: Sequence[Sequence[Any]]) -> dict[str, list[Any]]:
+    """The parameters of array_rows() `rows` for these rows (tuples in its column order)."""
+    return {f"{rows.name}_{column}": list(items) for column, items in zip(rows.c.keys(), zip(*values))}
 
 
 def relax_durability(connection: Connection) -> None:

@@ -86,9 +86,7 @@ def claim(
 ) -> Claimed | None:
     """queued -> running for exactly this message's generation, with a new lease token.
     None for a stale message (upgraded, cancelled or already run): it must not run."""
-    token = os.urandom(16).hex()
-    row = leases.claim(connection, message.task_id, message.generation, stream_seq, token, now + lease, now, worker_id)
-    return None if row is None else Claimed(**row._mapping, lease_token=token, started_at=now)
+    return claim_all(connection, [(message, stream_seq)], worker_id, lease, now)[0]
 
 
 def claim_all(
@@ -110,11 +108,8 @@ def claim_all(
     claimed: list[Claimed | None] = []
     for message, _ in messages:
         row = rows.pop(message.task_id, None)
-        if row is None or row.generation != message.generation:
-            claimed.append(None)
-            continue
-        values = {key: value for key, value in row._mapping.items() if key != "lease_token"}
-        claimed.append(Claimed(**values, lease_token=tokens[message.task_id], started_at=now))
+        token = tokens[message.task_id]
+        claimed.append(None if row is None else Claimed(**row._mapping, lease_token=token, started_at=now))
     return claimed
 
 

@@ -39,7 +39,6 @@ from core.engine.leases import (
     describe_failure,
     extend_lease,
     hand_back,
-    record_outcome,
     record_outcomes,
     run_task,
 )
@@ -212,7 +211,7 @@ class Worker:
                 msgs, ticket = await self._next_messages(self.source.claim_ahead())
             if not msgs:
                 if finished:
-                    await self._record_all_alone(finished)
+                    await self._record_alone(finished)
                     finished = []
                     continue
                 if self._stop.is_set():
@@ -228,7 +227,7 @@ class Worker:
             except DatabaseUnavailable as error:
                 log.warning("%s; %d message(s) returned to the queue", error, len(taken))
                 await self._settle_all([msg.nak for msg, _, _ in taken], delay=2)
-                await self._record_all_alone(finished)
+                await self._record_alone(finished)
                 finished = []
                 await self._sleep(1.0)
                 continue
@@ -237,7 +236,7 @@ class Worker:
                 # messages go back to the queue, each outcome is tried alone, the slot goes on.
                 log.exception("a write failed; %d message(s) returned to the queue", len(taken))
                 await self._settle_all([msg.nak for msg, _, _ in taken], delay=1)
-                await self._record_all_alone(finished)
+                await self._record_alone(finished)
                 finished = []
                 continue
             for item, was_recorded in zip(finished, recorded):
@@ -326,90 +325,64 @@ class Worker:
     async def _hand_back(self, claims: list[Claimed]) -> None:
         if not claims:
             return
-        deadline = asyncio.get_running_loop().time() + self.settings.lease_seconds
-        delay = 0.2
-        while True:
-            now = utcnow()
-            try:
-                messages = await self._writes.run(lambda connection: [hand_back(connection, c, now) for c in claims])
-                break
-            except DatabaseUnavailable as error:  # keep trying while the leases hold
-                if asyncio.get_running_loop().time() + delay > deadline:
-                    log.error("%d claimed task(s) not handed back: %s; the reaper takes them", len(claims), error)
-                    return
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-            except Exception:
-                log.exception("%d claimed task(s) not handed back; the reaper takes them", len(claims))
-                return
+        now = utcnow()
+        try:
+            messages = await self._write_while_leases_hold(
+                lambda connection: [hand_back(connection, c, now) for c in claims]
+            )
+        except DatabaseUnavailable as error:
+            log.error("%d claimed task(s) not handed back: %s; the reaper takes them", len(claims), error)
+            return
+        except Exception:
+            log.exception("%d claimed task(s) not handed back; the reaper takes them", len(claims))
+            return
         self.stats.claimed -= len(claims)
-        for message in filter(None, messages):
+        published = [m for m in messages if m is not None]
+        for message in published:
             self._emit("handed_back", message.task_id)
-        await self._publish([m for m in messages if m is not None])
+        await self._publish(published)
 
-    async def _record_all_alone(self, finished: list[Finished]) -> None:
-        """Record outcomes with no claim to share the transaction, all in one, retried while the
-        database is away (as _record_alone). If one of them cannot be written for a reason of
-        its own, each is tried alone."""
+    async def _record_alone(self, finished: list[Finished], *, fallback: bool = True) -> None:
+        """Record outcomes with no claim to share the transaction, all in one. While the database
+        is away, keep trying until a lease would have run out (then the reaper takes the tasks
+        back). If one outcome cannot be written for a reason of its own, each is tried alone,
+        and one that still cannot is replaced by a plain failure."""
         if not finished:
             return
-        deadline = asyncio.get_running_loop().time() + self.settings.lease_seconds
-        delay = 0.2
-        while True:
-            try:
-                recorded = await self._writes.run(partial(self._record_outcomes, finished))
-                break
-            except DatabaseUnavailable as error:
-                if asyncio.get_running_loop().time() + delay > deadline:
-                    log.error("%d outcome(s) not recorded: %s; the reaper takes the tasks", len(finished), error)
-                    return
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-            except Exception:
+        try:
+            recorded = await self._write_while_leases_hold(partial(self._record_outcomes, finished))
+        except DatabaseUnavailable as error:
+            log.error("%d outcome(s) not recorded: %s; the reaper takes the tasks", len(finished), error)
+            return
+        except Exception as error:
+            if len(finished) > 1:
                 for item in finished:
-                    await self._record_alone(item)
+                    await self._record_alone([item])
                 return
+            task_id = finished[0].claimed.id
+            log.exception("task %s: its outcome could not be recorded", task_id, extra={"task_id": task_id})
+            if fallback:
+                await self._record_alone([finished[0].unstorable(error)], fallback=False)
+            return
         for item, was_recorded in zip(finished, recorded):
             await self._recorded(item, was_recorded)
 
     def _record_outcomes(self, finished: list[Finished], connection) -> list[bool]:
         return record_outcomes(connection, self.settings, self.registry, finished, self.id, utcnow())
 
-    async def _record_alone(self, finished: Finished, *, fallback: bool = True) -> None:
-        """Record an outcome with no claim to share the transaction; while the database is away,
-        keep trying until the lease would have run out (then the reaper takes the task back). An
-        outcome that cannot be written for a reason of its own is replaced by a plain failure."""
+    async def _write_while_leases_hold(self, work: Callable) -> Any:
+        """Run `work` in the next shared transaction. While the database is away, try again with
+        a growing pause until a lease taken now would have run out; then raise its error."""
         deadline = asyncio.get_running_loop().time() + self.settings.lease_seconds
         delay = 0.2
-        work = partial(self._record_outcome, finished)
         while True:
             try:
-                recorded = await self._writes.run(work)
-                break
-            except DatabaseUnavailable as error:
+                return await self._writes.run(work)
+            except DatabaseUnavailable:
                 if asyncio.get_running_loop().time() > deadline:
-                    log.error(
-                        "task %s: %s; giving the task back to the reaper",
-                        finished.claimed.id,
-                        error,
-                        extra={"task_id": finished.claimed.id},
-                    )
-                    return
+                    raise
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-            except Exception as error:
-                log.exception(
-                    "task %s: its outcome could not be recorded",
-                    finished.claimed.id,
-                    extra={"task_id": finished.claimed.id},
-                )
-                if fallback:
-                    await self._record_alone(finished.unstorable(error), fallback=False)
-                return
-        await self._recorded(finished, recorded)
-
-    def _record_outcome(self, finished: Finished, connection) -> bool:
-        return record_outcome(connection, self.settings, self.registry, finished, self.id, utcnow())
 
     async def _recorded(self, finished: Finished, recorded: bool) -> None:
         if not recorded:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ARRAY, BigInteger, Integer, String, Table, bindparam, func, insert, update
+from sqlalchemy import BigInteger, Integer, String, Table, bindparam, insert, update
 from sqlalchemy.engine import Connection, Row
 
 from db import dialect
@@ -58,31 +58,22 @@ _CLAIM = (
 
 
 # For many rows at once (PostgreSQL): the same compare-and-set as _CLAIM for each row of
-# unnest(ids, generations, stream_seqs, tokens), one statement with four array parameters.
-_CLAIM_ROWS = (
-    func.unnest(
-        bindparam("c_ids", type_=ARRAY(String)),
-        bindparam("c_generations", type_=ARRAY(Integer)),
-        bindparam("c_seqs", type_=ARRAY(BigInteger)),
-        bindparam("c_tokens", type_=ARRAY(String)),
-    )
-    .table_valued("v_id", "v_generation", "v_seq", "v_token")
-    .render_derived(name="claims")
-)
+# (id, generation, seq, token), one statement with an array parameter per column.
+_CLAIM_ROWS = dialect.array_rows("claims", id=String, generation=Integer, seq=BigInteger, token=String)
 _CLAIM_MANY = (
     update(_tasks)
     .where(
-        _tasks.c.id == _CLAIM_ROWS.c.v_id,
-        _tasks.c.generation == _CLAIM_ROWS.c.v_generation,
+        _tasks.c.id == _CLAIM_ROWS.c.id,
+        _tasks.c.generation == _CLAIM_ROWS.c.generation,
         _tasks.c.status == TaskStatus.QUEUED,
     )
     .values(
-        lease_token=_CLAIM_ROWS.c.v_token,
-        published_generation=_CLAIM_ROWS.c.v_generation,
-        stream_seq=_CLAIM_ROWS.c.v_seq,
+        lease_token=_CLAIM_ROWS.c.token,
+        published_generation=_CLAIM_ROWS.c.generation,
+        stream_seq=_CLAIM_ROWS.c.seq,
         **_CLAIM_VALUES,
     )
-    .returning(*_CLAIMED_COLUMNS, _tasks.c.lease_token)
+    .returning(*_CLAIMED_COLUMNS)
 )
 
 _LEASED = (
@@ -96,25 +87,17 @@ _EXTEND = update(_tasks).where(*_LEASED).values(lease_expires_at=bindparam("b_ex
 _RELEASED = dict(lease_token=None, lease_expires_at=None)
 
 
-_SUCCEED_ROWS = (
-    func.unnest(
-        bindparam("s_ids", type_=ARRAY(String)),
-        bindparam("s_tokens", type_=ARRAY(String)),
-        bindparam("s_results", type_=ARRAY(_tasks.c.result.type)),
-    )
-    .table_valued("v_id", "v_token", "v_result")
-    .render_derived(name="outcomes")
-)
+_SUCCEED_ROWS = dialect.array_rows("outcomes", id=String, token=String, result=_tasks.c.result.type)
 _SUCCEED_MANY = (
     update(_tasks)
     .where(
-        _tasks.c.id == _SUCCEED_ROWS.c.v_id,
-        _tasks.c.lease_token == _SUCCEED_ROWS.c.v_token,
+        _tasks.c.id == _SUCCEED_ROWS.c.id,
+        _tasks.c.lease_token == _SUCCEED_ROWS.c.token,
         _tasks.c.status == TaskStatus.RUNNING,
     )
     .values(
         status=TaskStatus.SUCCEEDED,
-        result=_SUCCEED_ROWS.c.v_result,
+        result=_SUCCEED_ROWS.c.result,
         error=None,
         finished_at=bindparam("b_now", type_=UTCDateTime()),
         **_RELEASED,
@@ -210,18 +193,13 @@ def claim_many(
     rows by id, each with the columns claim() returns. One statement where the database can
     update from arrays; one per row where it cannot."""
     if len(claims) > 1 and dialect.updates_from_arrays(connection):
-        ids, generations, seqs, tokens = (list(column) for column in zip(*claims))
         params = {
-            "c_ids": ids,
-            "c_generations": generations,
-            "c_seqs": seqs,
-            "c_tokens": tokens,
             "b_expires": expires,
             "b_now": now,
             "b_worker": worker_id,
+            **dialect.array_params(_CLAIM_ROWS, claims),
         }
-        claimed = {row.id: row for row in connection.execute(_CLAIM_MANY, params)}
-        return {i: row for i, _, _, token in claims if (row := claimed.get(i)) is not None and row.lease_token == token}
+        return {row.id: row for row in connection.execute(_CLAIM_MANY, params)}
     found = {}
     for task_id, generation, seq, token in claims:
         row = claim(connection, task_id, generation, seq, token, expires, now, worker_id)
@@ -242,8 +220,7 @@ def succeed(connection: Connection, task_id: str, token: str, now: datetime, res
 def succeed_many(connection: Connection, outcomes: list[tuple[str, str, Any]], now: datetime) -> set[str]:
     """succeed() for each (task_id, token, result), ids distinct: the ids whose lease still held."""
     if len(outcomes) > 1 and dialect.updates_from_arrays(connection):
-        ids, tokens, results = (list(column) for column in zip(*outcomes))
-        params = {"s_ids": ids, "s_tokens": tokens, "s_results": results, "b_now": now}
+        params = {"b_now": now, **dialect.array_params(_SUCCEED_ROWS, outcomes)}
         return set(connection.execute(_SUCCEED_MANY, params).scalars())
     return {task_id for task_id, token, result in outcomes if succeed(connection, task_id, token, now, result)}
 

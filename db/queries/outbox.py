@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ARRAY, BigInteger, Integer, String, Table, bindparam, func, select, update
+from sqlalchemy import BigInteger, Integer, String, Table, bindparam, func, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -26,25 +26,15 @@ _RECORD_PUBLISHED = (
     .values(published_generation=bindparam("b_generation"), stream_seq=bindparam("b_seq"), publish_due_at=None)
 )
 # The same for many rows in one statement (PostgreSQL): unnest(ids, generations, stream_seqs).
-_PUBLISHED_ROWS = (
-    func.unnest(
-        bindparam("p_ids", type_=ARRAY(String)),
-        bindparam("p_generations", type_=ARRAY(Integer)),
-        bindparam("p_seqs", type_=ARRAY(BigInteger)),
-    )
-    .table_valued("v_id", "v_generation", "v_seq")
-    .render_derived(name="published")
-)
+_PUBLISHED_ROWS = dialect.array_rows("published", id=String, generation=Integer, seq=BigInteger)
 _RECORD_MANY_PUBLISHED = (
     update(_tasks)
     .where(
-        _tasks.c.id == _PUBLISHED_ROWS.c.v_id,
-        _tasks.c.generation == _PUBLISHED_ROWS.c.v_generation,
+        _tasks.c.id == _PUBLISHED_ROWS.c.id,
+        _tasks.c.generation == _PUBLISHED_ROWS.c.generation,
         _tasks.c.status == TaskStatus.QUEUED,
     )
-    .values(
-        published_generation=_PUBLISHED_ROWS.c.v_generation, stream_seq=_PUBLISHED_ROWS.c.v_seq, publish_due_at=None
-    )
+    .values(published_generation=_PUBLISHED_ROWS.c.generation, stream_seq=_PUBLISHED_ROWS.c.seq, publish_due_at=None)
 )
 
 
@@ -54,8 +44,7 @@ def record_published(connection: Connection, published: list[tuple[str, int, int
     if not published:
         return []
     if len(published) > 1 and dialect.updates_from_arrays(connection):
-        ids, generations, seqs = (list(column) for column in zip(*published))
-        params = {"p_ids": ids, "p_generations": generations, "p_seqs": seqs}
+        params = dialect.array_params(_PUBLISHED_ROWS, published)
         recorded = connection.execute(_RECORD_MANY_PUBLISHED, params).rowcount
     else:
         rows = [{"b_id": i, "b_generation": g, "b_seq": seq} for i, g, seq in published]
